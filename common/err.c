@@ -43,7 +43,9 @@ int wv_err_prefix(wv_err_t *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* A message cut at WV_ERR_MSG_MAX is still one readable line. */
+    if (snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old) < 0)
+        err->msg[0] = '\0';
     return err->code;
 }
 

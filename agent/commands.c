@@ -1,0 +1,366 @@
+/* One function per command: read the options, call the module, print the result, turn the
+ * outcome into an exit status. The only place, with main.c, that prints to the terminal. */
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/commands.h"
+#include "agent/progress.h"
+#include "backup/backup.h"
+#include "common/log.h"
+#include "wal/archive.h"
+
+static int fail(const wv_err_t *err)
+{
+    log_error("%s", err->msg);
+    return err->code == WV_EUSAGE ? EXIT_USAGE : EXIT_FAILURE_;
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    wv_err_t err;
+    wv_err_set(&err, WV_EUSAGE, fmt, arg);
+    return fail(&err);
+}
+
+static struct repo_config repo_config_of(const struct config *cfg)
+{
+    struct repo_config rc = {
+        .url = config_get(cfg, OPT_REPO),
+        .key_file = config_get(cfg, OPT_KEY_FILE),
+        .node = config_get(cfg, OPT_NODE),
+        .storage = {config_get(cfg, OPT_S3_ENDPOINT), config_get(cfg, OPT_S3_REGION),
+                    config_get(cfg, OPT_S3_URI_STYLE), config_get(cfg, OPT_S3_CA_FILE)},
+    };
+    return rc;
+}
+
+static int open_repo(const struct config *cfg, repo_t **r, wv_err_t *err)
+{
+    struct repo_config rc = repo_config_of(cfg);
+    return repo_open(&rc, r, err);
+}
+
+static int jobs_of(const struct config *cfg, int *jobs, wv_err_t *err)
+{
+    return config_int(cfg, OPT_JOBS, 1, 256, jobs, err);
+}
+
+static int cmd_keygen(const struct config *cfg)
+{
+    wv_err_t err = {0};
+    const char *out = config_get(cfg, OPT_OUT);
+    if (!out)
+        return usage_error("keygen needs --out FILE%s", "");
+    if (seal_init(&err) != 0 || seal_keygen(out, &err) != 0)
+        return fail(&err);
+    printf("wrote a new repository key to %s (keep a copy: without it nothing in the repository "
+           "can be read)\n",
+           out);
+    return EXIT_OK;
+}
+
+static int cmd_init(const struct config *cfg)
+{
+    wv_err_t err = {0};
+    struct repo_config rc = repo_config_of(cfg);
+    bool created;
+    if (repo_init(&rc, &created, &err) != 0)
+        return fail(&err);
+    printf("%s %s\n", created ? "initialised repository" : "repository already initialised:",
+           rc.url);
+    return EXIT_OK;
+}
+
+static int cmd_wal_push(const struct config *cfg)
+{
+    if (cfg->nargs != 1)
+        return usage_error("wal-push needs exactly one PATH%s", "");
+    wv_err_t err = {0};
+    repo_t *r;
+    struct wal_push_opts opts = {0};
+    if (jobs_of(cfg, &opts.jobs, &err) != 0 || open_repo(cfg, &r, &err) != 0)
+        return fail(&err);
+    int rc = wal_push(r, cfg->args[0], &opts, &err);
+    repo_close(r);
+    return rc ? fail(&err) : EXIT_OK;
+}
+
+/* Absent is the normal end of archive recovery: exit 1 without a word. */
+static int cmd_wal_fetch(const struct config *cfg)
+{
+    if (cfg->nargs != 2)
+        return usage_error("wal-fetch needs NAME and DEST%s", "");
+    wv_err_t err = {0};
+    struct wal_fetch_opts opts = {0};
+    char spool[PATH_MAX];
+    const char *dest = cfg->args[1];
+    const char *slash = strrchr(dest, '/');
+    snprintf(spool, sizeof spool, "%.*s%swalvault_spool", slash ? (int)(slash - dest) : 0, dest,
+             slash ? "/" : "");
+    opts.spool_dir = config_get(cfg, OPT_SPOOL_DIR) ? config_get(cfg, OPT_SPOOL_DIR) : spool;
+    repo_t *r;
+    if (config_int(cfg, OPT_PREFETCH, 0, 64, &opts.prefetch, &err) != 0 ||
+        open_repo(cfg, &r, &err) != 0)
+        return fail(&err);
+    int rc = wal_fetch(r, cfg->args[0], dest, &opts, &err);
+    repo_close(r);
+    if (rc == WV_ENOTFOUND)
+        return EXIT_FAILURE_;
+    return rc ? fail(&err) : EXIT_OK;
+}
+
+static int source_of(const char *s, enum backup_source *out)
+{
+    if (strcmp(s, "auto") == 0)
+        *out = BACKUP_SOURCE_AUTO;
+    else if (strcmp(s, "local") == 0)
+        *out = BACKUP_SOURCE_LOCAL;
+    else if (strcmp(s, "stream") == 0)
+        *out = BACKUP_SOURCE_STREAM;
+    else
+        return -1;
+    return 0;
+}
+
+static int cmd_backup(const struct config *cfg)
+{
+    wv_err_t err = {0};
+    struct backup_opts opts = {.pg_conninfo = config_get(cfg, OPT_PG),
+                               .pgdata = config_get(cfg, OPT_PGDATA)};
+    if (config_flag(cfg, OPT_INCREMENTAL))
+        return usage_error("incremental backups are not supported yet; use --full%s", "");
+    if (source_of(config_get(cfg, OPT_SOURCE), &opts.source) != 0)
+        return usage_error("--source wants local, stream or auto, got \"%s\"",
+                           config_get(cfg, OPT_SOURCE));
+    repo_t *r;
+    if (jobs_of(cfg, &opts.jobs, &err) != 0 ||
+        config_int(cfg, OPT_ARCHIVE_TIMEOUT, 1, 86400, &opts.archive_timeout_s, &err) != 0 ||
+        open_repo(cfg, &r, &err) != 0)
+        return fail(&err);
+    struct progress_display *pd = progress_display_new();
+    opts.progress = progress_display_sink(pd);
+    char id[64];
+    int rc = backup_run(r, &opts, id, &err);
+    progress_display_free(pd);
+    repo_close(r);
+    if (rc)
+        return fail(&err);
+    printf("%s\n", id);
+    return EXIT_OK;
+}
+
+/* Single-quoted for /bin/sh; restore doubles the quotes again for postgresql.conf. */
+static void append_quoted(char *out, size_t len, const char *arg)
+{
+    size_t n = strlen(out);
+    if (n + 2 >= len)
+        return;
+    out[n++] = ' ';
+    out[n++] = '\'';
+    for (const char *p = arg; *p && n + 5 < len; p++) {
+        if (*p == '\'') {
+            memcpy(out + n, "'\\''", 4);
+            n += 4;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n++] = '\'';
+    out[n] = '\0';
+}
+
+/* The restored server calls this binary by its absolute path, with the same repository, key
+ * file and node, so it replays by itself. */
+static int build_restore_command(const struct config *cfg, char *out, size_t len, wv_err_t *err)
+{
+    char self[PATH_MAX], key[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n < 0)
+        return wv_err_errno(err, WV_EFAIL, "cannot find the walvault binary's path");
+    self[n] = '\0';
+    if (!realpath(config_get(cfg, OPT_KEY_FILE), key))
+        return wv_err_errno(err, WV_EUSAGE, "cannot resolve key file %s",
+                            config_get(cfg, OPT_KEY_FILE));
+    out[0] = '\0';
+    append_quoted(out, len, self);
+    static const enum opt_id passed[] = {OPT_REPO,        OPT_NODE,        OPT_S3_ENDPOINT,
+                                         OPT_S3_REGION,   OPT_S3_URI_STYLE, OPT_S3_CA_FILE};
+    for (size_t i = 0; i < sizeof passed / sizeof *passed; i++) {
+        if (!config_get(cfg, passed[i]))
+            continue;
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", config_options()[passed[i]].name);
+        append_quoted(out, len, flag);
+        append_quoted(out, len, config_get(cfg, passed[i]));
+    }
+    append_quoted(out, len, "--key-file");
+    append_quoted(out, len, key);
+    snprintf(out + strlen(out), len - strlen(out), " wal-fetch %%f %%p");
+    memmove(out, out + 1, strlen(out)); /* drop the leading space */
+    return 0;
+}
+
+static int parse_relocations(const struct config *cfg, struct tablespace_relocation *rel)
+{
+    for (size_t i = 0; i < cfg->nmaps; i++) {
+        char *eq = strchr(cfg->maps[i], '=');
+        *eq = '\0';
+        rel[i].from = cfg->maps[i];
+        rel[i].to = eq + 1;
+    }
+    return (int)cfg->nmaps;
+}
+
+static int cmd_restore(const struct config *cfg)
+{
+    wv_err_t err = {0};
+    if (!config_get(cfg, OPT_TO))
+        return usage_error("restore needs --to DIR%s", "");
+    if (config_get(cfg, OPT_TARGET_TIME) && config_get(cfg, OPT_TARGET_LSN))
+        return usage_error("give --target-time or --target-lsn, not both%s", "");
+    char command[8192];
+    struct tablespace_relocation rel[CONFIG_MAX_MAPS];
+    struct restore_opts opts = {
+        .target_dir = config_get(cfg, OPT_TO), .backup_id = config_get(cfg, OPT_BACKUP),
+        .target_time = config_get(cfg, OPT_TARGET_TIME),
+        .target_lsn = config_get(cfg, OPT_TARGET_LSN),
+        .target_action = config_get(cfg, OPT_TARGET_ACTION), .relocations = rel,
+        .restore_command = command};
+    opts.relocation_count = (size_t)parse_relocations(cfg, rel);
+    repo_t *r;
+    struct repo_node_info node;
+    if (jobs_of(cfg, &opts.jobs, &err) != 0 ||
+        build_restore_command(cfg, command, sizeof command, &err) != 0 ||
+        open_repo(cfg, &r, &err) != 0)
+        return fail(&err);
+    if (repo_node_get(r, &node, &err) != 0) { /* the node record authenticates too */
+        repo_close(r);
+        return fail(&err);
+    }
+    struct progress_display *pd = progress_display_new();
+    opts.progress = progress_display_sink(pd);
+    char id[64];
+    int rc = restore_run(r, &opts, id, &err);
+    progress_display_free(pd);
+    repo_close(r);
+    if (rc)
+        return fail(&err);
+    printf("restored backup %s into %s; start PostgreSQL there to recover\n", id, opts.target_dir);
+    return EXIT_OK;
+}
+
+static void print_backups(json_t *doc)
+{
+    size_t i;
+    json_t *b;
+    printf("%-20s %-5s %-3s %-18s %-18s %-20s %12s %12s\n", "backup", "type", "tli",
+           "start lsn", "stop lsn", "stopped (UTC)", "db bytes", "stored");
+    json_array_foreach(json_object_get(doc, "backups"), i, b)
+    {
+        char when[32];
+        time_t t = (time_t)json_integer_value(json_object_get(b, "stop_time"));
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+        printf("%-20s %-5s %-3" JSON_INTEGER_FORMAT " %-18s %-18s %-20s %12" JSON_INTEGER_FORMAT
+               " %12" JSON_INTEGER_FORMAT "\n",
+               json_string_value(json_object_get(b, "id")),
+               json_string_value(json_object_get(b, "type")),
+               json_integer_value(json_object_get(b, "timeline")),
+               json_string_value(json_object_get(b, "start_lsn")),
+               json_string_value(json_object_get(b, "stop_lsn")), when,
+               json_integer_value(json_object_get(b, "db_bytes")),
+               json_integer_value(json_object_get(b, "stored_bytes")));
+    }
+}
+
+static void print_wal(json_t *doc)
+{
+    size_t i, j;
+    json_t *tl, *range;
+    json_array_foreach(json_object_get(doc, "wal"), i, tl)
+    {
+        printf("WAL timeline %" JSON_INTEGER_FORMAT ":\n",
+               json_integer_value(json_object_get(tl, "timeline")));
+        json_array_foreach(json_object_get(tl, "ranges"), j, range)
+        {
+            printf("  %s .. %s (%" JSON_INTEGER_FORMAT " segments)\n",
+                   json_string_value(json_object_get(range, "first")),
+                   json_string_value(json_object_get(range, "last")),
+                   json_integer_value(json_object_get(range, "segments")));
+        }
+    }
+}
+
+static int cmd_list(const struct config *cfg)
+{
+    wv_err_t err = {0};
+    repo_t *r;
+    json_t *doc;
+    if (open_repo(cfg, &r, &err) != 0)
+        return fail(&err);
+    int rc = catalog_describe(r, &doc, &err);
+    repo_close(r);
+    if (rc)
+        return fail(&err);
+    if (config_flag(cfg, OPT_JSON)) {
+        json_dumpf(doc, stdout, JSON_INDENT(2));
+        printf("\n");
+    } else {
+        printf("node %s\n", json_string_value(json_object_get(doc, "node")));
+        print_backups(doc);
+        print_wal(doc);
+    }
+    json_decref(doc);
+    return EXIT_OK;
+}
+
+static int cmd_verify(const struct config *cfg)
+{
+    wv_err_t err = {0};
+    repo_t *r;
+    struct verify_opts opts = {.backup_id = config_get(cfg, OPT_BACKUP)};
+    if (jobs_of(cfg, &opts.jobs, &err) != 0 || open_repo(cfg, &r, &err) != 0)
+        return fail(&err);
+    struct progress_display *pd = progress_display_new();
+    opts.progress = progress_display_sink(pd);
+    json_t *report = NULL;
+    int rc = verify_run(r, &opts, &report, &err);
+    progress_display_free(pd);
+    repo_close(r);
+    if (rc)
+        return fail(&err);
+    json_t *problems = json_object_get(report, "problems");
+    size_t i;
+    json_t *p;
+    json_array_foreach(problems, i, p) log_error("%s", json_string_value(p));
+    size_t n = json_array_size(problems);
+    printf("verified %" JSON_INTEGER_FORMAT " backups, %" JSON_INTEGER_FORMAT
+           " objects, %" JSON_INTEGER_FORMAT " bytes: %zu problem%s\n",
+           json_integer_value(json_object_get(report, "backups_checked")),
+           json_integer_value(json_object_get(report, "objects_checked")),
+           json_integer_value(json_object_get(report, "bytes_checked")), n, n == 1 ? "" : "s");
+    json_decref(report);
+    return n ? EXIT_FAILURE_ : EXIT_OK;
+}
+
+int commands_run(const struct config *cfg)
+{
+    static const struct {
+        const char *name;
+        int (*run)(const struct config *);
+    } table[] = {
+        {"keygen", cmd_keygen},     {"init", cmd_init},       {"wal-push", cmd_wal_push},
+        {"wal-fetch", cmd_wal_fetch}, {"backup", cmd_backup}, {"restore", cmd_restore},
+        {"list", cmd_list},         {"verify", cmd_verify},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
+        if (strcmp(cfg->command, table[i].name) == 0)
+            return table[i].run(cfg);
+    return usage_error("unknown command \"%s\" (see walvault --help)", cfg->command);
+}

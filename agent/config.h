@@ -1,0 +1,77 @@
+/* Command-line options, the environment and the config file, in that order of precedence:
+ * a flag beats WALVAULT_<NAME>, which beats the config file, which beats the default. */
+#ifndef WALVAULT_AGENT_CONFIG_H
+#define WALVAULT_AGENT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/err.h"
+
+enum opt_id {
+    OPT_CONFIG,
+    OPT_REPO,
+    OPT_NODE,
+    OPT_PG,
+    OPT_PGDATA,
+    OPT_KEY_FILE,
+    OPT_JOBS,
+    OPT_LOG_FORMAT,
+    OPT_S3_ENDPOINT,
+    OPT_S3_REGION,
+    OPT_S3_URI_STYLE,
+    OPT_S3_CA_FILE,
+    OPT_ARCHIVE_TIMEOUT,
+    OPT_SOURCE,
+    OPT_PREFETCH,
+    OPT_SPOOL_DIR,
+    OPT_OUT,
+    OPT_FULL,
+    OPT_INCREMENTAL,
+    OPT_TO,
+    OPT_BACKUP,
+    OPT_TARGET_TIME,
+    OPT_TARGET_LSN,
+    OPT_TARGET_ACTION,
+    OPT_TABLESPACE_MAP,
+    OPT_JSON,
+    OPT_HELP,
+    OPT_VERSION,
+    OPT_COUNT
+};
+
+enum opt_origin { ORIGIN_DEFAULT, ORIGIN_FILE, ORIGIN_ENV, ORIGIN_FLAG };
+
+struct opt_def {
+    const char *name;    /* the flag without "--"; WALVAULT_<NAME> and the file key derive */
+    bool has_arg;
+    const char *def;     /* default, or NULL */
+    const char *commands; /* space-separated commands it applies to, NULL for all */
+    const char *help;
+};
+
+#define CONFIG_MAX_ARGS 8
+#define CONFIG_MAX_MAPS 32
+
+struct config {
+    char *values[OPT_COUNT];
+    enum opt_origin origin[OPT_COUNT];
+    char *maps[CONFIG_MAX_MAPS]; /* --tablespace-map OLD=NEW, repeatable */
+    size_t nmaps;
+    const char *command;
+    char *args[CONFIG_MAX_ARGS];
+    int nargs;
+};
+
+const struct opt_def *config_options(void);
+/* Parses argv, then the environment (env may be NULL for the process environment), then the
+ * config file named by --config or WALVAULT_CONFIG. WV_EUSAGE on bad input. */
+int config_load(int argc, char **argv, char **env, struct config *cfg, wv_err_t *err);
+void config_free(struct config *cfg);
+const char *config_get(const struct config *cfg, enum opt_id id);
+bool config_flag(const struct config *cfg, enum opt_id id);
+/* A positive integer option; WV_EUSAGE naming the option otherwise. */
+int config_int(const struct config *cfg, enum opt_id id, int min, int max, int *out,
+               wv_err_t *err);
+
+#endif

@@ -1,0 +1,78 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "agent/commands.h"
+
+static const struct {
+    const char *name;
+    const char *synopsis;
+} commands[] = {
+    {"keygen", "keygen --out FILE            write a new repository key (mode 0600)"},
+    {"init", "init                         create the repository (idempotent)"},
+    {"backup", "backup [--full] [--source local|stream|auto] [--pgdata DIR]\n"
+               "                               full base backup; prints the backup id"},
+    {"wal-push", "wal-push PATH                archive one WAL file (archive_command)"},
+    {"wal-fetch", "wal-fetch NAME DEST          fetch one WAL file (restore_command); exit 1 "
+                  "when absent"},
+    {"restore", "restore --to DIR [--backup ID] [--target-time T | --target-lsn L]\n"
+                "                               restore a backup and set up recovery"},
+    {"list", "list [--json]                backups and WAL ranges"},
+    {"verify", "verify [--backup ID]         read and check every object, WAL continuity"},
+};
+
+bool usage_known_command(const char *command)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (strcmp(commands[i].name, command) == 0)
+            return true;
+    return false;
+}
+
+static bool applies(const struct opt_def *o, const char *command)
+{
+    if (!o->commands || !command)
+        return !o->commands || !command;
+    char padded[128], want[64];
+    snprintf(padded, sizeof padded, " %s ", o->commands);
+    snprintf(want, sizeof want, " %s ", command);
+    return strstr(padded, want) != NULL;
+}
+
+static void print_options(const char *command)
+{
+    const struct opt_def *opts = config_options();
+    for (int i = 0; i < OPT_COUNT; i++) {
+        if (!applies(&opts[i], command))
+            continue;
+        char flag[64], env[64];
+        snprintf(flag, sizeof flag, "--%s%s", opts[i].name, opts[i].has_arg ? " V" : "");
+        int n = snprintf(env, sizeof env, "WALVAULT_");
+        for (const char *p = opts[i].name; *p && n < 62; p++)
+            env[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        env[n] = '\0';
+        printf("  %-22s %s\n  %-22s env %s%s%s\n", flag, opts[i].help, "", env,
+               opts[i].def ? ", default " : "", opts[i].def ? opts[i].def : "");
+    }
+}
+
+void usage_print(const char *command)
+{
+    if (command && usage_known_command(command)) {
+        for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+            if (strcmp(commands[i].name, command) == 0)
+                printf("usage: walvault [options] %s\n\noptions of %s:\n", commands[i].synopsis,
+                       command);
+        print_options(command);
+        printf("\ncommon options:\n");
+        print_options(NULL);
+        return;
+    }
+    printf("usage: walvault [options] COMMAND [args]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        printf("  %s\n", commands[i].synopsis);
+    printf("\ncommon options (each also WALVAULT_<NAME> and a key in the config file;\n"
+           "a flag beats the environment, which beats the file):\n");
+    print_options(NULL);
+    printf("\nwalvault COMMAND --help lists the options of one command.\n"
+           "Exit status: 0 success, 1 failure, 2 usage error.\n");
+}

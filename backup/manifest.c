@@ -1,0 +1,96 @@
+#include "backup/manifest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int get_lsn(json_t *m, const char *field, wal_lsn_t *out, wv_err_t *err)
+{
+    const char *text = json_string_value(json_object_get(m, field));
+    if (!text)
+        return wv_err_set(err, WV_ECORRUPT, "manifest has no %s", field);
+    return wal_lsn_parse(text, out, err);
+}
+
+int manifest_summary_get(json_t *m, struct manifest_summary *out, wv_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    const char *id = json_string_value(json_object_get(m, "id"));
+    const char *type = json_string_value(json_object_get(m, "type"));
+    if (!id || !type || json_integer_value(json_object_get(m, "format")) != MANIFEST_FORMAT)
+        return wv_err_set(err, WV_ECORRUPT, "manifest without id, type or known format");
+    snprintf(out->id, sizeof out->id, "%s", id);
+    snprintf(out->type, sizeof out->type, "%s", type);
+    out->timeline = (uint32_t)json_integer_value(json_object_get(m, "timeline"));
+    out->start_time = json_integer_value(json_object_get(m, "start_time"));
+    out->stop_time = json_integer_value(json_object_get(m, "stop_time"));
+    out->wal_seg_size = (uint32_t)json_integer_value(json_object_get(m, "wal_seg_size"));
+    out->db_bytes = (uint64_t)json_integer_value(json_object_get(m, "db_bytes"));
+    out->stored_bytes = (uint64_t)json_integer_value(json_object_get(m, "stored_bytes"));
+    int rc = get_lsn(m, "start_lsn", &out->start_lsn, err);
+    if (rc == 0)
+        rc = get_lsn(m, "stop_lsn", &out->stop_lsn, err);
+    if (rc == 0 && (out->timeline == 0 || !wal_seg_size_valid(out->wal_seg_size)))
+        rc = wv_err_set(err, WV_ECORRUPT, "manifest %s: bad timeline or WAL segment size", id);
+    return rc;
+}
+
+json_t *manifest_block_json(const struct block_ref *b)
+{
+    return json_pack("[I, I, I, I, I, I]", (json_int_t)b->pack, (json_int_t)b->frame,
+                     (json_int_t)b->offset, (json_int_t)b->sealed_len, (json_int_t)b->file_offset,
+                     (json_int_t)b->plain_len);
+}
+
+static int decode_block(json_t *v, struct block_ref *b)
+{
+    json_int_t f[6];
+    if (!json_is_array(v) || json_array_size(v) != 6)
+        return -1;
+    for (size_t i = 0; i < 6; i++) {
+        json_t *x = json_array_get(v, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0)
+            return -1;
+        f[i] = json_integer_value(x);
+    }
+    if (f[3] > UINT32_MAX || f[5] > UINT32_MAX || f[0] > UINT32_MAX || f[1] > UINT32_MAX)
+        return -1;
+    *b = (struct block_ref){(uint32_t)f[0], (uint32_t)f[1], (uint64_t)f[2],
+                            (uint32_t)f[3], (uint64_t)f[4], (uint32_t)f[5]};
+    return 0;
+}
+
+int manifest_file_blocks(json_t *file, struct block_ref **out, size_t *count, wv_err_t *err)
+{
+    json_t *blocks = json_object_get(file, "blocks");
+    size_t n = json_array_size(blocks);
+    *out = NULL;
+    *count = 0;
+    if (n == 0)
+        return 0;
+    struct block_ref *refs = calloc(n, sizeof *refs);
+    if (!refs)
+        return wv_err_set(err, WV_EFAIL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (decode_block(json_array_get(blocks, i), &refs[i]) != 0) {
+            free(refs);
+            return wv_err_set(err, WV_ECORRUPT, "manifest entry %s: bad block reference %zu",
+                              json_string_value(json_object_get(file, "path")), i);
+        }
+    }
+    *out = refs;
+    *count = n;
+    return 0;
+}
+
+int manifest_load(repo_t *r, const char *backup_id, json_t **out, wv_err_t *err)
+{
+    char key[REPO_KEY_MAX];
+    if (repo_key_backup(r, backup_id, key, sizeof key) != 0 || strchr(backup_id, '/'))
+        return wv_err_set(err, WV_EUSAGE, "invalid backup id \"%s\"", backup_id);
+    int rc = repo_get_json(r, key, out, err);
+    if (rc == WV_ENOTFOUND)
+        return wv_err_set(err, WV_ENOTFOUND, "no backup \"%s\" for node \"%s\"", backup_id,
+                          repo_node(r));
+    return rc;
+}

@@ -1,0 +1,706 @@
+/* Restore: rebuild a data directory from one manifest. Every block is fetched with range
+ * reads of its pack (adjacent blocks coalesced into one read), opened (authenticated,
+ * decompressed) and written in place; then the files PostgreSQL needs to start recovery
+ * (backup_label, the recovery settings, recovery.signal) are written. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backup/internal_restore.h"
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "common/workers.h"
+
+#define AUTO_CONF_MAX (64u * 1024 * 1024)
+#define PROGRESS_INTERVAL_S 0.25
+
+/* ---- running the plan ---- */
+
+int restore_fetch_init(struct restore_fetch *f, repo_t *r, json_t *manifest,
+                       const struct restore_plan *plan, const char *target_dir, int jobs,
+                       wv_err_t *err)
+{
+    memset(f, 0, sizeof *f);
+    f->r = r;
+    f->files = json_object_get(manifest, "files");
+    f->packs = json_object_get(manifest, "packs");
+    f->plan = plan;
+    f->target_dir = target_dir;
+    f->what = target_dir ? "restore" : "verify blocks";
+    f->nslots = jobs < 1 ? 1 : (size_t)jobs;
+    f->slots = calloc(f->nslots, sizeof *f->slots);
+    if (!f->slots)
+        return wv_err_set(err, WV_EFAIL, "out of memory starting %d workers", jobs);
+    pthread_mutex_init(&f->lock, NULL);
+    atomic_init(&f->done_plain, 0);
+    atomic_init(&f->read_bytes, 0);
+    return 0;
+}
+
+void restore_fetch_free(struct restore_fetch *f)
+{
+    if (!f->slots)
+        return;
+    for (size_t i = 0; i < f->nslots; i++) {
+        free(f->slots[i].read);
+        buf_free(&f->slots[i].plain);
+    }
+    free(f->slots);
+    f->slots = NULL;
+    pthread_mutex_destroy(&f->lock);
+}
+
+/* At most nslots items run at once (workers_run starts no more threads), so a free slot is
+ * always there; its buffers are allocated on first use and kept for the next item. */
+static struct restore_slot *slot_take(struct restore_fetch *f, wv_err_t *err)
+{
+    struct restore_slot *s = NULL;
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; !s && i < f->nslots; i++) {
+        if (!f->slots[i].busy) {
+            s = &f->slots[i];
+            s->busy = true;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (!s) {
+        wv_err_set(err, WV_EFAIL, "restore: more workers than read buffers");
+        return NULL;
+    }
+    if (!s->read) {
+        s->read = malloc(f->plan->max_read);
+        buf_init(&s->plain, SEAL_CHUNK_MAX);
+    }
+    if (!s->read) {
+        s->busy = false;
+        wv_err_set(err, WV_EFAIL, "out of memory for a %zu-byte read buffer", f->plan->max_read);
+        return NULL;
+    }
+    return s;
+}
+
+static void slot_give(struct restore_fetch *f, struct restore_slot *s)
+{
+    pthread_mutex_lock(&f->lock);
+    s->busy = false;
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void progress_add(struct restore_fetch *f, uint64_t plain)
+{
+    uint64_t done = atomic_fetch_add(&f->done_plain, plain) + plain;
+    if (!f->progress.update)
+        return;
+    pthread_mutex_lock(&f->lock);
+    double now = time_monotonic();
+    if (now - f->last_progress >= PROGRESS_INTERVAL_S || done == f->plan->total_plain) {
+        f->last_progress = now;
+        f->progress.update(f->progress.ctx, f->what, done, f->plan->total_plain);
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Where one worker is in its run: the file of the next block, and the open output file. */
+struct run_cursor {
+    size_t file;
+    size_t block;
+    int fd;
+    size_t fd_file;
+};
+
+static const char *file_path(const struct restore_fetch *f, size_t i)
+{
+    const char *p = json_string_value(json_object_get(json_array_get(f->files, i), "path"));
+    return p ? p : "(unnamed)";
+}
+
+static int run_next_ref(const struct restore_fetch *f, struct run_cursor *c, struct block_ref *b,
+                        wv_err_t *err)
+{
+    size_t nfiles = json_array_size(f->files);
+    json_t *blocks = restore_file_blocks(f->files, c->file);
+    while (c->block >= json_array_size(blocks)) {
+        if (++c->file >= nfiles)
+            return wv_err_set(err, WV_EFAIL, "restore plan runs past the last file");
+        c->block = 0;
+        blocks = restore_file_blocks(f->files, c->file);
+    }
+    if (restore_ref_decode(json_array_get(blocks, c->block++), b) != 0)
+        return wv_err_set(err, WV_ECORRUPT, "bad block reference %zu", c->block - 1);
+    return 0;
+}
+
+static int run_open_block(const struct restore_fetch *f, const char *key,
+                          const struct restore_item *it, const struct block_ref *b,
+                          struct restore_slot *s, wv_err_t *err)
+{
+    if (b->pack != it->pack || b->offset < it->offset ||
+        b->offset - it->offset + b->sealed_len > it->len)
+        return wv_err_set(err, WV_EFAIL, "block %zu does not lie in its planned read of %s",
+                          (size_t)b->frame, key);
+    bool final;
+    int rc = seal_open_frame(repo_keys(f->r), key, b->frame, s->read + (b->offset - it->offset),
+                             b->sealed_len, &s->plain, &final, err);
+    if (rc == 0 && s->plain.len != b->plain_len)
+        rc = wv_err_set(err, WV_ECORRUPT,
+                        "sealed object %s: frame %u holds %zu bytes, the manifest says %u", key,
+                        b->frame, s->plain.len, b->plain_len);
+    return rc;
+}
+
+static int full_path(const char *dir, const char *rel, char out[PATH_MAX], wv_err_t *err)
+{
+    int n = snprintf(out, PATH_MAX, "%s/%s", dir, rel);
+    if (n < 0 || n >= PATH_MAX)
+        return wv_err_set(err, WV_EFAIL, "path too long: %s/%s", dir, rel);
+    return 0;
+}
+
+static int run_write(const struct restore_fetch *f, struct run_cursor *c, const struct block_ref *b,
+                     const buf_t *plain, wv_err_t *err)
+{
+    char path[PATH_MAX];
+    if (!f->target_dir)
+        return 0;
+    int rc = full_path(f->target_dir, file_path(f, c->file), path, err);
+    if (rc == 0 && (c->fd < 0 || c->fd_file != c->file)) {
+        if (c->fd >= 0 && close(c->fd) != 0)
+            return wv_err_errno(err, WV_EFAIL, "cannot write %s", file_path(f, c->fd_file));
+        c->fd = open(path, O_WRONLY | O_CLOEXEC);
+        c->fd_file = c->file;
+        if (c->fd < 0)
+            return wv_err_errno(err, WV_EFAIL, "cannot open %s", path);
+    }
+    if (rc == 0 && fs_pwrite_all(c->fd, plain->data, plain->len, (off_t)b->file_offset) != 0)
+        rc = wv_err_errno(err, WV_EFAIL, "cannot write %s", path);
+    return rc;
+}
+
+static int run_blocks(struct restore_fetch *f, const struct restore_item *it, const char *key,
+                      struct restore_slot *s, wv_err_t *err)
+{
+    struct run_cursor c = {.file = it->file, .block = it->block, .fd = -1};
+    int rc = 0;
+    for (size_t k = 0; rc == 0 && k < it->count; k++) {
+        struct block_ref b;
+        rc = run_next_ref(f, &c, &b, err);
+        if (rc == 0)
+            rc = run_open_block(f, key, it, &b, s, err);
+        if (rc == 0)
+            rc = run_write(f, &c, &b, &s->plain, err);
+        if (rc)
+            wv_err_prefix(err, "%s %s", f->target_dir ? "restoring" : "checking",
+                          file_path(f, c.file));
+    }
+    if (c.fd >= 0 && close(c.fd) != 0 && rc == 0)
+        rc = wv_err_errno(err, WV_EFAIL, "cannot write %s", file_path(f, c.fd_file));
+    return rc;
+}
+
+int restore_fetch_item(void *ctx, size_t index, wv_err_t *err)
+{
+    struct restore_fetch *f = ctx;
+    const struct restore_item *it = &f->plan->items[index];
+    const char *pack = json_string_value(json_array_get(f->packs, it->pack));
+    char key[REPO_KEY_MAX];
+    if (!pack || repo_key_pack(f->r, pack, key, sizeof key) != 0)
+        return wv_err_set(err, WV_ECORRUPT, "manifest: bad name for pack %u", it->pack);
+    struct restore_slot *s = slot_take(f, err);
+    if (!s)
+        return WV_EFAIL;
+    int rc = storage_get_range(repo_storage(f->r), key, it->offset, it->len, s->read, err);
+    if (rc == 0) {
+        atomic_fetch_add(&f->read_bytes, it->len);
+        rc = run_blocks(f, it, key, s, err);
+    }
+    slot_give(f, s);
+    if (rc == 0)
+        progress_add(f, it->plain);
+    return rc;
+}
+
+/* ---- restore_run ---- */
+
+struct restore_ctx {
+    repo_t *r;
+    const struct restore_opts *opts;
+    json_t *manifest;
+    struct manifest_summary sum;
+    struct restore_time time;
+    bool has_time;
+    wal_lsn_t lsn;
+    bool has_lsn;
+    const char *action;
+    const char **ts_dest; /* per manifest "tablespaces" entry */
+    size_t nts;
+};
+
+static int check_value(const char *what, const char *v, wv_err_t *err)
+{
+    if (strpbrk(v, "\n\r"))
+        return wv_err_set(err, WV_EUSAGE, "%s must be one line", what);
+    return 0;
+}
+
+static int check_opts(struct restore_ctx *c, const struct restore_opts *o, wv_err_t *err)
+{
+    if (!o->target_dir || !o->target_dir[0])
+        return wv_err_set(err, WV_EUSAGE, "restore needs a target directory (--to DIR)");
+    if (!o->restore_command || !o->restore_command[0])
+        return wv_err_set(err, WV_EUSAGE, "restore needs a restore_command for recovery");
+    if (o->target_time && o->target_lsn)
+        return wv_err_set(err, WV_EUSAGE, "give a target time or a target LSN, not both");
+    c->action = o->target_action ? o->target_action : "promote";
+    if (strcmp(c->action, "promote") && strcmp(c->action, "pause") && strcmp(c->action, "shutdown"))
+        return wv_err_set(err, WV_EUSAGE,
+                          "invalid recovery target action \"%s\": use promote, pause or shutdown",
+                          c->action);
+    int rc = check_value("restore_command", o->restore_command, err);
+    if (rc == 0 && o->target_time) {
+        rc = restore_parse_time(o->target_time, &c->time, err);
+        c->has_time = true;
+    }
+    if (rc == 0 && o->target_lsn) {
+        rc = wal_lsn_parse(o->target_lsn, &c->lsn, err);
+        c->has_lsn = true;
+        if (rc)
+            rc = wv_err_set(err, WV_EUSAGE, "invalid target LSN \"%s\": use X/Y in hex",
+                            o->target_lsn);
+    }
+    return rc;
+}
+
+static const char *tablespace_dest(const struct restore_opts *o, json_t *ts)
+{
+    char oid[32];
+    snprintf(oid, sizeof oid, "%lld", (long long)json_integer_value(json_object_get(ts, "oid")));
+    const char *orig = json_string_value(json_object_get(ts, "path"));
+    for (size_t i = 0; i < o->relocation_count; i++) {
+        const char *from = o->relocations[i].from;
+        if (from && (strcmp(from, oid) == 0 || (orig && strcmp(from, orig) == 0)))
+            return o->relocations[i].to;
+    }
+    return orig;
+}
+
+static int check_empty(const char *dir, const char *what, wv_err_t *err)
+{
+    if (!fs_dir_is_empty(dir))
+        return wv_err_set(err, WV_EUSAGE,
+                          "%s %s is not empty; restore into an empty or new directory", what, dir);
+    return 0;
+}
+
+static int check_destinations(struct restore_ctx *c, wv_err_t *err)
+{
+    json_t *tss = json_object_get(c->manifest, "tablespaces");
+    int rc = check_empty(c->opts->target_dir, "restore target", err);
+    c->nts = json_array_size(tss);
+    c->ts_dest = calloc(c->nts ? c->nts : 1, sizeof *c->ts_dest);
+    if (rc == 0 && !c->ts_dest)
+        rc = wv_err_set(err, WV_EFAIL, "out of memory");
+    for (size_t i = 0; rc == 0 && i < c->nts; i++) {
+        json_t *ts = json_array_get(tss, i);
+        c->ts_dest[i] = tablespace_dest(c->opts, ts);
+        if (!c->ts_dest[i] || c->ts_dest[i][0] != '/' ||
+            !json_is_integer(json_object_get(ts, "oid")))
+            rc = wv_err_set(err, WV_EUSAGE,
+                            "tablespace %lld of backup %s: destination must be an absolute path",
+                            (long long)json_integer_value(json_object_get(ts, "oid")), c->sum.id);
+        else
+            rc = check_empty(c->ts_dest[i], "tablespace destination", err);
+    }
+    return rc;
+}
+
+/* ---- the directory tree ---- */
+
+static int make_dir(const char *path, mode_t mode, wv_err_t *err)
+{
+    int rc = fs_mkdir_p(path, 0700, err);
+    /* The owner keeps rwx until the end, so files can still be created under it. */
+    if (rc == 0 && chmod(path, (mode & 07777) | S_IRWXU) != 0)
+        rc = wv_err_errno(err, WV_EFAIL, "cannot set the mode of %s", path);
+    return rc;
+}
+
+static int create_tablespaces(struct restore_ctx *c, wv_err_t *err)
+{
+    json_t *tss = json_object_get(c->manifest, "tablespaces");
+    char link[PATH_MAX];
+    int rc = full_path(c->opts->target_dir, "pg_tblspc", link, err);
+    if (rc == 0)
+        rc = make_dir(link, 0700, err);
+    for (size_t i = 0; rc == 0 && i < c->nts; i++) {
+        char oid[32];
+        snprintf(oid, sizeof oid, "pg_tblspc/%lld",
+                 (long long)json_integer_value(json_object_get(json_array_get(tss, i), "oid")));
+        rc = make_dir(c->ts_dest[i], 0700, err);
+        if (rc == 0)
+            rc = full_path(c->opts->target_dir, oid, link, err);
+        if (rc == 0 && symlink(c->ts_dest[i], link) != 0)
+            rc = wv_err_errno(err, WV_EFAIL, "cannot link %s to %s", link, c->ts_dest[i]);
+    }
+    return rc;
+}
+
+static bool is_tablespace_link(const struct restore_ctx *c, const char *path)
+{
+    json_t *tss = json_object_get(c->manifest, "tablespaces");
+    for (size_t i = 0; i < c->nts; i++) {
+        char p[48];
+        snprintf(p, sizeof p, "pg_tblspc/%lld",
+                 (long long)json_integer_value(json_object_get(json_array_get(tss, i), "oid")));
+        if (strcmp(p, path) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int create_link(const struct restore_ctx *c, json_t *e, const char *path, wv_err_t *err)
+{
+    char full[PATH_MAX];
+    const char *target = json_string_value(json_object_get(e, "target"));
+    if (is_tablespace_link(c, path))
+        return 0;
+    int rc = full_path(c->opts->target_dir, path, full, err);
+    /* A linked pg_wal points at the source server's WAL directory: never share it. */
+    if (rc == 0 && strcmp(path, "pg_wal") == 0)
+        return make_dir(full, 0700, err);
+    if (rc == 0 && !target)
+        rc = wv_err_set(err, WV_ECORRUPT, "manifest entry %s: link without target", path);
+    if (rc == 0 && symlink(target, full) != 0)
+        rc = wv_err_errno(err, WV_EFAIL, "cannot create link %s", full);
+    return rc;
+}
+
+static int open_new_file(const char *full, wv_err_t *err)
+{
+    int fd = open(full, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == ENOENT) { /* a manifest need not list every directory */
+        char parent[PATH_MAX];
+        snprintf(parent, sizeof parent, "%s", full);
+        *strrchr(parent, '/') = '\0';
+        if (fs_mkdir_p(parent, 0700, err) != 0)
+            return -1;
+        fd = open(full, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    if (fd < 0)
+        wv_err_errno(err, WV_EFAIL, "cannot create %s", full);
+    return fd;
+}
+
+static int create_file(const struct restore_ctx *c, json_t *e, wv_err_t *err)
+{
+    const char *path = json_string_value(json_object_get(e, "path"));
+    json_t *mode = json_object_get(e, "mode");
+    mode_t m = mode ? (mode_t)json_integer_value(mode) & 07777 : 0600;
+    char full[PATH_MAX];
+    int rc = full_path(c->opts->target_dir, path, full, err);
+    int fd = rc ? -1 : open_new_file(full, err);
+    if (fd < 0)
+        return rc ? rc : WV_EFAIL;
+    /* The owner keeps write access so the workers can fill it; fix_modes narrows it. */
+    if (fchmod(fd, m | S_IRUSR | S_IWUSR) != 0 ||
+        ftruncate(fd, (off_t)json_integer_value(json_object_get(e, "size"))) != 0)
+        rc = wv_err_errno(err, WV_EFAIL, "cannot size %s", full);
+    if (close(fd) != 0 && rc == 0)
+        rc = wv_err_errno(err, WV_EFAIL, "cannot create %s", full);
+    return rc;
+}
+
+enum tree_pass { PASS_DIRS, PASS_LINKS, PASS_FILES };
+
+/* Directories first (tablespace links already exist, so their subdirectories land at the
+ * destination), then links, then files, so no entry depends on the manifest's order. */
+static int create_entry(const struct restore_ctx *c, json_t *e, enum tree_pass pass, wv_err_t *err)
+{
+    static const char *const types[] = {"dir", "link", "file"};
+    const char *type = json_string_value(json_object_get(e, "type"));
+    const char *path = json_string_value(json_object_get(e, "path"));
+    char full[PATH_MAX];
+    if (!type || strcmp(type, types[pass]) != 0)
+        return 0;
+    if (!restore_path_is_safe(path))
+        return wv_err_set(err, WV_ECORRUPT, "manifest has an unsafe path \"%s\"",
+                          path ? path : "(none)");
+    if (pass == PASS_LINKS)
+        return create_link(c, e, path, err);
+    if (pass == PASS_FILES)
+        return create_file(c, e, err);
+    int rc = full_path(c->opts->target_dir, path, full, err);
+    json_t *mode = json_object_get(e, "mode");
+    return rc ? rc : make_dir(full, mode ? (mode_t)json_integer_value(mode) : 0700, err);
+}
+
+static int create_tree(struct restore_ctx *c, wv_err_t *err)
+{
+    json_t *files = json_object_get(c->manifest, "files");
+    int rc = make_dir(c->opts->target_dir, 0700, err);
+    if (rc == 0)
+        rc = create_tablespaces(c, err);
+    for (int pass = PASS_DIRS; pass <= PASS_FILES; pass++)
+        for (size_t i = 0; rc == 0 && i < json_array_size(files); i++)
+            rc = create_entry(c, json_array_get(files, i), (enum tree_pass)pass, err);
+    return rc;
+}
+
+/* ---- blocks ---- */
+
+static int fetch_blocks(struct restore_ctx *c, const struct restore_plan *plan, wv_err_t *err)
+{
+    struct restore_fetch f;
+    int rc =
+        restore_fetch_init(&f, c->r, c->manifest, plan, c->opts->target_dir, c->opts->jobs, err);
+    if (rc)
+        return rc;
+    f.progress = c->opts->progress;
+    rc = workers_run(c->opts->jobs, plan->count, restore_fetch_item, &f, err);
+    if (rc == 0 && f.progress.update)
+        f.progress.update(f.progress.ctx, f.what, plan->total_plain, plan->total_plain);
+    if (rc == 0)
+        log_info("restore: %" PRIu64 " bytes of blocks from %" PRIu64
+                 " bytes of packs in %zu reads",
+                 plan->total_plain, (uint64_t)atomic_load(&f.read_bytes), plan->count);
+    restore_fetch_free(&f);
+    return rc;
+}
+
+/* ---- what PostgreSQL needs to start recovery ---- */
+
+static int write_small(const char *dir, const char *name, const char *text, wv_err_t *err)
+{
+    char path[PATH_MAX];
+    int rc = full_path(dir, name, path, err);
+    return rc ? rc : fs_write_atomic(path, text, strlen(text), 0600, err);
+}
+
+static int remove_file(const char *dir, const char *name, wv_err_t *err)
+{
+    char path[PATH_MAX];
+    int rc = full_path(dir, name, path, err);
+    if (rc == 0 && unlink(path) != 0 && errno != ENOENT)
+        rc = wv_err_errno(err, WV_EFAIL, "cannot remove %s", path);
+    return rc;
+}
+
+/* Directories a backup leaves out (their contents are runtime state) but the server
+ * expects to find. */
+static int ensure_runtime_dirs(const char *dir, wv_err_t *err)
+{
+    static const char *const names[] = {
+        "pg_wal",     "pg_wal/archive_status", "pg_dynshmem",         "pg_notify",   "pg_replslot",
+        "pg_serial",  "pg_snapshots",          "pg_stat_tmp",         "pg_subtrans", "pg_commit_ts",
+        "pg_logical", "pg_logical/snapshots",  "pg_logical/mappings", "pg_twophase", "pg_stat"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[PATH_MAX];
+        int rc = full_path(dir, names[i], path, err);
+        if (rc)
+            return rc;
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return wv_err_errno(err, WV_EFAIL, "cannot create directory %s", path);
+    }
+    return 0;
+}
+
+/* A quoted value in postgresql.conf: the parser reads '' and \' as a quote and \\ as a
+ * backslash, so both are doubled to come back as given. */
+static int append_setting(buf_t *b, const char *name, const char *value, wv_err_t *err)
+{
+    int rc = buf_append_str(b, name, err);
+    if (rc == 0)
+        rc = buf_append_str(b, " = '", err);
+    for (const char *p = value; rc == 0 && *p; p++) {
+        if (*p == '\'' || *p == '\\')
+            rc = buf_append(b, p, 1, err);
+        if (rc == 0)
+            rc = buf_append(b, p, 1, err);
+    }
+    if (rc == 0)
+        rc = buf_append_str(b, "'\n", err);
+    return rc;
+}
+
+static int recovery_block(const struct restore_ctx *c, buf_t *b, wv_err_t *err)
+{
+    char line[160], when[64], lsn[WAL_LSN_STR_MAX];
+    snprintf(line, sizeof line, "# added by walvault restore of backup %s\n", c->sum.id);
+    int rc = buf_append_str(b, line, err);
+    if (rc == 0)
+        rc = append_setting(b, "restore_command", c->opts->restore_command, err);
+    if (rc == 0 && c->has_time) {
+        restore_format_time(&c->time, when, sizeof when);
+        rc = append_setting(b, "recovery_target_time", when, err);
+    }
+    if (rc == 0 && c->has_lsn) {
+        wal_lsn_format(c->lsn, lsn);
+        rc = append_setting(b, "recovery_target_lsn", lsn, err);
+    }
+    if (rc == 0)
+        rc = append_setting(b, "recovery_target_action", c->action, err);
+    if (rc == 0)
+        rc = append_setting(b, "recovery_target_timeline", "latest", err);
+    return rc;
+}
+
+static int write_recovery_settings(const struct restore_ctx *c, wv_err_t *err)
+{
+    char path[PATH_MAX];
+    buf_t conf;
+    int rc = full_path(c->opts->target_dir, "postgresql.auto.conf", path, err);
+    if (rc)
+        return rc;
+    rc = fs_read_file(path, &conf, AUTO_CONF_MAX, err);
+    if (rc == WV_ENOTFOUND) {
+        buf_init(&conf, AUTO_CONF_MAX);
+        rc = 0;
+    }
+    if (rc)
+        return rc;
+    if (conf.len > 0 && conf.data[conf.len - 1] != '\n')
+        rc = buf_append_str(&conf, "\n", err);
+    if (rc == 0)
+        rc = recovery_block(c, &conf, err);
+    if (rc == 0)
+        rc = fs_write_atomic(path, conf.data, conf.len, 0600, err);
+    buf_free(&conf);
+    if (rc == 0)
+        rc = write_small(c->opts->target_dir, "recovery.signal", "", err);
+    return rc;
+}
+
+/* Files and directories were created with owner rw(x) so they could be filled; now the
+ * modes the manifest recorded apply exactly. */
+static int fix_modes(const struct restore_ctx *c, wv_err_t *err)
+{
+    json_t *files = json_object_get(c->manifest, "files");
+    for (size_t i = 0; i < json_array_size(files); i++) {
+        json_t *e = json_array_get(files, i);
+        const char *type = json_string_value(json_object_get(e, "type"));
+        json_t *mode = json_object_get(e, "mode");
+        char full[PATH_MAX];
+        if (!type || !mode || strcmp(type, "link") == 0)
+            continue;
+        mode_t m = (mode_t)json_integer_value(mode) & 07777;
+        mode_t given = strcmp(type, "dir") == 0 ? S_IRWXU : (S_IRUSR | S_IWUSR);
+        if ((m & given) == given)
+            continue;
+        int rc = full_path(c->opts->target_dir, json_string_value(json_object_get(e, "path")), full,
+                           err);
+        if (rc == 0 && chmod(full, m) != 0)
+            rc = wv_err_errno(err, WV_EFAIL, "cannot set the mode of %s", full);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* One file-system sync instead of an fsync per file: nothing uses the directory before the
+ * restore returns, so this is as durable and far cheaper for many small files. */
+static int sync_fs(const char *dir, wv_err_t *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return wv_err_errno(err, WV_EFAIL, "cannot open %s", dir);
+    int rc = syncfs(fd) == 0 ? 0 : wv_err_errno(err, WV_EFAIL, "cannot sync %s", dir);
+    close(fd);
+    return rc;
+}
+
+static int finish_restore(const struct restore_ctx *c, wv_err_t *err)
+{
+    const char *dir = c->opts->target_dir;
+    const char *label = json_string_value(json_object_get(c->manifest, "backup_label"));
+    if (!label)
+        return wv_err_set(err, WV_ECORRUPT, "manifest of backup %s has no backup_label", c->sum.id);
+    int rc = write_small(dir, "backup_label", label, err);
+    /* The links are made already; a tablespace_map would make the server redo them with the
+     * original paths, undoing relocations. */
+    if (rc == 0)
+        rc = remove_file(dir, "tablespace_map", err);
+    if (rc == 0)
+        rc = remove_file(dir, "postmaster.pid", err);
+    if (rc == 0)
+        rc = ensure_runtime_dirs(dir, err);
+    if (rc == 0)
+        rc = write_recovery_settings(c, err);
+    if (rc == 0)
+        rc = fix_modes(c, err);
+    if (rc == 0)
+        rc = sync_fs(dir, err);
+    for (size_t i = 0; rc == 0 && i < c->nts; i++)
+        rc = sync_fs(c->ts_dest[i], err);
+    return rc;
+}
+
+/* ---- the whole restore ---- */
+
+static int restore_into(struct restore_ctx *c, wv_err_t *err)
+{
+    struct restore_plan plan;
+    int rc = restore_plan_build(c->manifest, &plan, err);
+    if (rc)
+        return wv_err_prefix(err, "backup %s", c->sum.id);
+    log_info("restoring backup %s of node %s (%" PRIu64 " bytes) into %s", c->sum.id,
+             repo_node(c->r), plan.total_plain, c->opts->target_dir);
+    rc = create_tree(c, err);
+    if (rc == 0)
+        rc = fetch_blocks(c, &plan, err);
+    if (rc == 0)
+        rc = finish_restore(c, err);
+    restore_plan_free(&plan);
+    if (rc)
+        log_warn("the restore into %s is incomplete: remove what it wrote before restoring "
+                 "there again",
+                 c->opts->target_dir);
+    return rc;
+}
+
+static int check_backup_fits(const struct restore_ctx *c, wv_err_t *err)
+{
+    char a[WAL_LSN_STR_MAX], b[WAL_LSN_STR_MAX];
+    if (c->has_lsn && c->sum.stop_lsn > c->lsn) {
+        wal_lsn_format(c->sum.stop_lsn, a);
+        wal_lsn_format(c->lsn, b);
+        return wv_err_set(err, WV_EUSAGE,
+                          "backup %s stopped at LSN %s, after the target LSN %s; choose an "
+                          "older backup",
+                          c->sum.id, a, b);
+    }
+    if (c->has_time && c->sum.stop_time >= c->time.sec)
+        return wv_err_set(err, WV_EUSAGE,
+                          "backup %s finished at or after the target time %s; choose an older "
+                          "backup",
+                          c->sum.id, c->opts->target_time);
+    return 0;
+}
+
+int restore_run(repo_t *r, const struct restore_opts *opts, char *id_out, wv_err_t *err)
+{
+    struct restore_ctx c = {.r = r, .opts = opts};
+    int rc = check_opts(&c, opts, err);
+    if (rc == 0) {
+        struct restore_target t = {.backup_id = opts->backup_id,
+                                   .time = c.has_time ? &c.time : NULL,
+                                   .lsn = c.has_lsn ? &c.lsn : NULL};
+        rc = restore_choose_backup(r, &t, &c.manifest, &c.sum, err);
+    }
+    if (rc == 0 && opts->backup_id)
+        rc = check_backup_fits(&c, err);
+    if (rc == 0)
+        rc = check_destinations(&c, err);
+    if (rc == 0)
+        rc = restore_into(&c, err);
+    if (rc == 0 && id_out)
+        snprintf(id_out, 64, "%s", c.sum.id);
+    free(c.ts_dest);
+    json_decref(c.manifest);
+    return rc;
+}

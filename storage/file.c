@@ -1,0 +1,746 @@
+/* The file:// backend: one object is one file under the root directory, at the path its key
+ * names, so a repository can be browsed, copied or synced to S3 with ordinary tools.
+ *
+ * Names starting with '.' are this backend's own (temporary files being written), so keys
+ * with such a component are refused and listings skip them. Because an object is a file, a
+ * key cannot be both an object and the directory of other keys ("a/b" and "a/b/c"); such a
+ * put fails with a message that says so. */
+#include "storage/backend.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fsutil.h"
+
+#define DIR_MODE 0750
+#define FILE_MODE 0640
+#define READ_CHUNK (1024 * 1024)
+/* Keeps ".<base>.tmp.<pid>.<counter>" within NAME_MAX; pid and counter make it unique. */
+#define TEMP_BASE_MAX 200
+
+struct file_store {
+    char *root; /* without trailing '/'; "" when the root is "/" */
+};
+
+/* Process-wide rather than per store, so two stores opened on one directory never pick the
+ * same temporary name. */
+static atomic_ulong temp_counter;
+
+static struct file_store *store_of(storage_t *st)
+{
+    return st->impl;
+}
+
+/* ---- errors ---- */
+
+static int not_found(const char *key, wv_err_t *err)
+{
+    return wv_err_set(err, WV_ENOTFOUND, "object not found: %s", key);
+}
+
+static int io_error(const char *verb, const char *key, const char *path, wv_err_t *err)
+{
+    return wv_err_errno(err, WV_EFAIL, "cannot %s object %s (%s)", verb, key, path);
+}
+
+/* errno values that mean "no such object": absent, or a key component is itself an object. */
+static bool is_absent_errno(int e)
+{
+    return e == ENOENT || e == ENOTDIR;
+}
+
+/* ---- paths ---- */
+
+static int check_reserved(const char *key, wv_err_t *err)
+{
+    for (const char *part = key; part;) {
+        if (part[0] == '.')
+            return wv_err_set(err, WV_EUSAGE,
+                              "invalid object key \"%s\": names starting with '.' are reserved "
+                              "for temporary files in file:// repositories",
+                              key);
+        const char *slash = strchr(part, '/');
+        part = slash ? slash + 1 : NULL;
+    }
+    return 0;
+}
+
+/* The file of key; refuses the names this backend keeps for itself. */
+static int key_path(const struct file_store *fs, const char *key, char *path, size_t cap,
+                    wv_err_t *err)
+{
+    int rc = check_reserved(key, err);
+    if (rc)
+        return rc;
+    int n = snprintf(path, cap, "%s/%s", fs->root, key);
+    if (n < 0 || (size_t)n >= cap)
+        return wv_err_set(err, WV_EFAIL, "object key too long for a file path: %.100s...", key);
+    return 0;
+}
+
+static int sync_parent(const char *key, const char *path, wv_err_t *err)
+{
+    if (fs_fsync_parent(path, err) != 0)
+        return wv_err_prefix(err, "storing object %s", key);
+    return 0;
+}
+
+/* A directory entry only survives a crash once its parent is fsynced, so each directory
+ * created here is followed by that. key names the object being stored, for messages (NULL
+ * while creating the root). */
+static int make_dir(const char *dir, const char *key, wv_err_t *err)
+{
+    if (mkdir(dir, DIR_MODE) == 0)
+        return fs_fsync_parent(dir, err);
+    if (errno != EEXIST)
+        return wv_err_errno(err, WV_EFAIL, "cannot create directory %s", dir);
+    struct stat sb;
+    if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return 0;
+    if (!key)
+        return wv_err_set(err, WV_EFAIL, "cannot use %s as a repository: not a directory", dir);
+    return wv_err_set(err, WV_EFAIL,
+                      "cannot store object %s (%s): an object of that name exists, and a "
+                      "file:// repository cannot hold an object and keys below it",
+                      key, dir);
+}
+
+/* Creates every missing directory of dir after its first `from` bytes, dir included. */
+static int make_dirs(const char *dir, size_t from, const char *key, wv_err_t *err)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(dir);
+    if (len >= sizeof buf)
+        return wv_err_set(err, WV_EFAIL, "path too long: %.100s...", dir);
+    memcpy(buf, dir, len + 1);
+    for (size_t i = from + 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        int rc = make_dir(buf, key, err);
+        buf[i] = saved;
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int make_parent_dirs(const struct file_store *fs, const char *key, const char *path,
+                            wv_err_t *err)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    *slash = '\0';
+    return make_dirs(dir, strlen(fs->root), key, err);
+}
+
+/* ---- put ---- */
+
+struct file_writer {
+    struct storage_writer base;
+    int fd;
+    bool if_absent;
+    bool failed; /* a write failed: commit must not publish */
+    char *key;
+    char *path;
+    char *tmp;
+};
+
+static void free_writer(struct file_writer *fw)
+{
+    if (fw->fd >= 0)
+        close(fw->fd);
+    free(fw->key);
+    free(fw->path);
+    free(fw->tmp);
+    free(fw);
+}
+
+/* The temporary file sits beside the final one so that rename and link stay within one
+ * directory (atomic, same file system). */
+static void temp_path(const char *path, char *tmp, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    unsigned long n = atomic_fetch_add(&temp_counter, 1);
+    snprintf(tmp, cap, "%.*s/.%.*s.tmp.%ld.%lu", (int)(slash - path), path, TEMP_BASE_MAX,
+             slash + 1, (long)getpid(), n);
+}
+
+static int open_temp(const struct file_store *fs, struct file_writer *fw, wv_err_t *err)
+{
+    fw->fd = open(fw->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, FILE_MODE);
+    if (fw->fd >= 0)
+        return 0;
+    if (!is_absent_errno(errno))
+        return io_error("create", fw->key, fw->tmp, err);
+    int rc = make_parent_dirs(fs, fw->key, fw->path, err);
+    if (rc)
+        return rc;
+    fw->fd = open(fw->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, FILE_MODE);
+    if (fw->fd < 0)
+        return io_error("create", fw->key, fw->tmp, err);
+    return 0;
+}
+
+static int file_put_begin(storage_t *st, const char *key, bool if_absent, storage_writer_t **out,
+                          wv_err_t *err)
+{
+    char path[PATH_MAX];
+    char tmp[PATH_MAX];
+    int rc = key_path(store_of(st), key, path, sizeof path, err);
+    if (rc)
+        return rc;
+    temp_path(path, tmp, sizeof tmp);
+    struct file_writer *fw = calloc(1, sizeof *fw);
+    if (!fw)
+        return wv_err_set(err, WV_EFAIL, "out of memory storing object %s", key);
+    fw->base.st = st;
+    fw->fd = -1;
+    fw->if_absent = if_absent;
+    fw->key = strdup(key);
+    fw->path = strdup(path);
+    fw->tmp = strdup(tmp);
+    if (!fw->key || !fw->path || !fw->tmp)
+        rc = wv_err_set(err, WV_EFAIL, "out of memory storing object %s", key);
+    else
+        rc = open_temp(store_of(st), fw, err);
+    if (rc) {
+        free_writer(fw);
+        return rc;
+    }
+    *out = &fw->base;
+    return 0;
+}
+
+static int file_put_write(storage_writer_t *w, const void *data, size_t len, wv_err_t *err)
+{
+    struct file_writer *fw = (struct file_writer *)w;
+    if (fw->failed)
+        return wv_err_set(err, WV_EFAIL, "object %s: write after a failed write", fw->key);
+    if (fs_write_all(fw->fd, data, len) != 0) {
+        fw->failed = true;
+        return io_error("write", fw->key, fw->tmp, err);
+    }
+    return 0;
+}
+
+static int flush_temp(struct file_writer *fw, wv_err_t *err)
+{
+    if (fsync(fw->fd) != 0)
+        return io_error("fsync", fw->key, fw->tmp, err);
+    int rc = close(fw->fd);
+    fw->fd = -1;
+    if (rc != 0)
+        return io_error("close", fw->key, fw->tmp, err);
+    return 0;
+}
+
+static int prefix_conflict(struct file_writer *fw, wv_err_t *err)
+{
+    return wv_err_set(err, WV_EFAIL,
+                      "cannot store object %s (%s): keys below %s/ exist, and a file:// "
+                      "repository cannot hold an object and keys below it",
+                      fw->key, fw->path, fw->key);
+}
+
+/* link(2) fails when the name exists, so checking and publishing are one atomic step. */
+static int publish_if_absent(struct file_writer *fw, wv_err_t *err)
+{
+    if (link(fw->tmp, fw->path) != 0) {
+        struct stat sb;
+        if (errno != EEXIST)
+            return io_error("publish", fw->key, fw->path, err);
+        if (lstat(fw->path, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return prefix_conflict(fw, err);
+        return wv_err_set(err, WV_EEXISTS, "object already exists: %s", fw->key);
+    }
+    /* The object is published; a leftover temporary name is hidden and harmless. */
+    unlink(fw->tmp);
+    return 0;
+}
+
+static int publish_replace(struct file_writer *fw, wv_err_t *err)
+{
+    if (rename(fw->tmp, fw->path) == 0)
+        return 0;
+    if (errno == EISDIR)
+        return prefix_conflict(fw, err);
+    return io_error("publish", fw->key, fw->path, err);
+}
+
+static int file_put_commit(storage_writer_t *w, wv_err_t *err)
+{
+    struct file_writer *fw = (struct file_writer *)w;
+    int rc = 0;
+    if (fw->failed)
+        rc = wv_err_set(err, WV_EFAIL, "object %s was not stored: a write failed", fw->key);
+    if (!rc)
+        rc = flush_temp(fw, err);
+    if (!rc)
+        rc = fw->if_absent ? publish_if_absent(fw, err) : publish_replace(fw, err);
+    if (!rc)
+        rc = sync_parent(fw->key, fw->path, err);
+    if (rc)
+        unlink(fw->tmp); /* already gone once published; then this is a no-op */
+    free_writer(fw);
+    return rc;
+}
+
+static void file_put_abort(storage_writer_t *w)
+{
+    struct file_writer *fw = (struct file_writer *)w;
+    unlink(fw->tmp);
+    free_writer(fw);
+}
+
+/* ---- get, head, delete ---- */
+
+/* Opens the regular file of key; a directory is a key prefix, not an object. */
+static int open_object(storage_t *st, const char *key, char *path, int *fd, uint64_t *size,
+                       wv_err_t *err)
+{
+    int rc = key_path(store_of(st), key, path, PATH_MAX, err);
+    if (rc)
+        return rc;
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return is_absent_errno(errno) ? not_found(key, err) : io_error("read", key, path, err);
+    struct stat sb;
+    if (fstat(*fd, &sb) != 0)
+        rc = io_error("stat", key, path, err);
+    else if (!S_ISREG(sb.st_mode))
+        rc = not_found(key, err);
+    if (rc) {
+        close(*fd);
+        return rc;
+    }
+    *size = (uint64_t)sb.st_size;
+    return 0;
+}
+
+static int stream_fd(int fd, const char *key, const char *path, char *chunk, storage_sink_fn sink,
+                     void *ctx, wv_err_t *err)
+{
+    for (;;) {
+        ssize_t n = fs_read_full(fd, chunk, READ_CHUNK);
+        if (n < 0)
+            return io_error("read", key, path, err);
+        if (n == 0)
+            return 0;
+        int rc = sink(ctx, chunk, (size_t)n, err);
+        if (rc)
+            return rc;
+        if (n < READ_CHUNK)
+            return 0;
+    }
+}
+
+static int file_get_stream(storage_t *st, const char *key, storage_sink_fn sink, void *ctx,
+                           wv_err_t *err)
+{
+    char path[PATH_MAX];
+    int fd = -1;
+    uint64_t size = 0;
+    int rc = open_object(st, key, path, &fd, &size, err);
+    if (rc)
+        return rc;
+    char *chunk = malloc(READ_CHUNK);
+    if (chunk)
+        rc = stream_fd(fd, key, path, chunk, sink, ctx, err);
+    else
+        rc = wv_err_set(err, WV_EFAIL, "out of memory reading object %s", key);
+    free(chunk);
+    close(fd);
+    return rc;
+}
+
+static int short_object(const char *key, const char *path, uint64_t size, uint64_t off, size_t len,
+                        wv_err_t *err)
+{
+    return wv_err_set(err, WV_ECORRUPT,
+                      "object %s (%s) is %llu bytes, too short for %zu bytes at offset %llu", key,
+                      path, (unsigned long long)size, len, (unsigned long long)off);
+}
+
+static int file_get_range(storage_t *st, const char *key, uint64_t off, size_t len, void *out,
+                          wv_err_t *err)
+{
+    char path[PATH_MAX];
+    int fd = -1;
+    uint64_t size = 0;
+    int rc = open_object(st, key, path, &fd, &size, err);
+    if (rc)
+        return rc;
+    if (off > size || len > size - off) {
+        close(fd);
+        return short_object(key, path, size, off, len, err);
+    }
+    ssize_t n = fs_pread_full(fd, out, len, (off_t)off);
+    if (n < 0)
+        rc = io_error("read", key, path, err);
+    else if ((size_t)n < len) /* truncated while we read */
+        rc = short_object(key, path, off + (uint64_t)n, off, len, err);
+    close(fd);
+    return rc;
+}
+
+static int file_head(storage_t *st, const char *key, uint64_t *size, wv_err_t *err)
+{
+    char path[PATH_MAX];
+    int rc = key_path(store_of(st), key, path, sizeof path, err);
+    if (rc)
+        return rc;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return is_absent_errno(errno) ? not_found(key, err) : io_error("stat", key, path, err);
+    if (!S_ISREG(sb.st_mode))
+        return not_found(key, err);
+    *size = (uint64_t)sb.st_size;
+    return 0;
+}
+
+/* Empty parent directories are left in place: removing them would race with a put that
+ * has just created them. */
+static int file_del(storage_t *st, const char *key, wv_err_t *err)
+{
+    char path[PATH_MAX];
+    int rc = key_path(store_of(st), key, path, sizeof path, err);
+    if (rc)
+        return rc;
+    if (unlink(path) != 0) {
+        /* EISDIR: the key is only a prefix of other keys, so no object of that name */
+        if (is_absent_errno(errno) || errno == EISDIR)
+            return 0;
+        return io_error("delete", key, path, err);
+    }
+    /* A deletion that a crash undoes could bring back a manifest whose packs are gone. */
+    return sync_parent(key, path, err);
+}
+
+/* ---- list ----
+ * A depth-first walk that holds one sorted directory per level, so memory is bounded by
+ * depth x entries of one directory, never the whole tree. */
+
+struct list_entry {
+    char *name;
+    size_t len;
+    bool is_dir;
+};
+
+struct list_level {
+    struct list_entry *ents;
+    size_t n, cap, next;
+    size_t key_len; /* bytes of it->key naming this directory, with its trailing '/' */
+};
+
+struct file_iter {
+    struct storage_iter base;
+    const struct file_store *fs;
+    char *prefix;
+    size_t prefix_len;
+    struct list_level *levels;
+    size_t depth, cap;
+    char key[PATH_MAX];
+};
+
+/* A directory sorts as its name followed by '/', which is where its keys sort: "b-c" and
+ * "b.x" come before the keys of directory "b", "bb" after them. */
+static int entry_char(const struct list_entry *e, size_t i)
+{
+    if (i < e->len)
+        return (unsigned char)e->name[i];
+    return (i == e->len && e->is_dir) ? '/' : -1;
+}
+
+static int compare_entries(const void *a, const void *b)
+{
+    const struct list_entry *x = a, *y = b;
+    for (size_t i = 0;; i++) {
+        int cx = entry_char(x, i), cy = entry_char(y, i);
+        if (cx != cy)
+            return cx < cy ? -1 : 1;
+        if (cx < 0)
+            return 0;
+    }
+}
+
+/* Whether key_prefix + name (+ '/' for a directory) can lead to keys starting with the
+ * list prefix; key_prefix is known to be compatible already. */
+static bool entry_matches(const struct file_iter *it, size_t key_len, const char *name, bool is_dir)
+{
+    if (key_len >= it->prefix_len)
+        return true;
+    const char *rest = it->prefix + key_len;
+    size_t rest_len = it->prefix_len - key_len;
+    size_t len = strlen(name);
+    if (!is_dir)
+        return len >= rest_len && memcmp(name, rest, rest_len) == 0;
+    if (len >= rest_len)
+        return memcmp(name, rest, rest_len) == 0;
+    return memcmp(name, rest, len) == 0 && rest[len] == '/';
+}
+
+/* 1 when the entry is a directory, 0 a regular file, -1 to skip (other kinds, vanished). */
+static int entry_kind(DIR *d, const struct dirent *de)
+{
+    if (de->d_type == DT_DIR)
+        return 1;
+    if (de->d_type == DT_REG)
+        return 0;
+    struct stat sb;
+    if (fstatat(dirfd(d), de->d_name, &sb, 0) != 0)
+        return -1;
+    return S_ISDIR(sb.st_mode) ? 1 : S_ISREG(sb.st_mode) ? 0 : -1;
+}
+
+static int add_entry(struct list_level *lv, const char *name, bool is_dir)
+{
+    if (lv->n == lv->cap) {
+        size_t cap = lv->cap ? lv->cap * 2 : 16;
+        struct list_entry *p = realloc(lv->ents, cap * sizeof *p);
+        if (!p)
+            return -1;
+        lv->ents = p;
+        lv->cap = cap;
+    }
+    struct list_entry *e = &lv->ents[lv->n];
+    e->name = strdup(name);
+    if (!e->name)
+        return -1;
+    e->len = strlen(name);
+    e->is_dir = is_dir;
+    lv->n++;
+    return 0;
+}
+
+static void free_level(struct list_level *lv)
+{
+    for (size_t i = 0; i < lv->n; i++)
+        free(lv->ents[i].name);
+    free(lv->ents);
+}
+
+static int list_error(const struct file_iter *it, size_t key_len, const char *path, wv_err_t *err)
+{
+    return wv_err_errno(err, WV_EFAIL, "cannot list objects under %.*s (%s)", (int)key_len, it->key,
+                        path);
+}
+
+static int read_entries(struct file_iter *it, DIR *d, struct list_level *lv, const char *path,
+                        wv_err_t *err)
+{
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de)
+            return errno ? list_error(it, lv->key_len, path, err) : 0;
+        if (de->d_name[0] == '.') /* ".", "..", temporary files */
+            continue;
+        if (!entry_matches(it, lv->key_len, de->d_name, false) &&
+            !entry_matches(it, lv->key_len, de->d_name, true))
+            continue;
+        int kind = entry_kind(d, de);
+        if (kind < 0 || !entry_matches(it, lv->key_len, de->d_name, kind == 1))
+            continue;
+        if (add_entry(lv, de->d_name, kind == 1) != 0)
+            return wv_err_set(err, WV_EFAIL, "out of memory listing %s", path);
+    }
+}
+
+static int push_level(struct file_iter *it, const struct list_level *lv, wv_err_t *err)
+{
+    if (it->depth == it->cap) {
+        size_t cap = it->cap ? it->cap * 2 : 8;
+        struct list_level *p = realloc(it->levels, cap * sizeof *p);
+        if (!p)
+            return wv_err_set(err, WV_EFAIL, "out of memory listing objects");
+        it->levels = p;
+        it->cap = cap;
+    }
+    it->levels[it->depth++] = *lv;
+    return 0;
+}
+
+/* Reads and sorts the directory named by it->key[0..key_len) and makes it the current
+ * level. A directory that does not exist (or vanished meanwhile) has no keys. */
+static int open_level(struct file_iter *it, size_t key_len, wv_err_t *err)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/%.*s", it->fs->root, (int)key_len, it->key);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return wv_err_set(err, WV_EFAIL, "path too long listing %.100s...", it->key);
+    DIR *d = opendir(path);
+    if (!d)
+        return is_absent_errno(errno) ? 0 : list_error(it, key_len, path, err);
+    struct list_level lv = {.key_len = key_len};
+    int rc = read_entries(it, d, &lv, path, err);
+    closedir(d);
+    if (!rc) {
+        if (lv.n > 1)
+            qsort(lv.ents, lv.n, sizeof *lv.ents, compare_entries);
+        rc = push_level(it, &lv, err);
+    }
+    if (rc)
+        free_level(&lv);
+    return rc;
+}
+
+static void pop_level(struct file_iter *it)
+{
+    free_level(&it->levels[--it->depth]);
+}
+
+/* 1 with *size when it->key is still a regular file, 0 when it vanished since readdir. */
+static int stat_listed(struct file_iter *it, uint64_t *size, wv_err_t *err)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/%s", it->fs->root, it->key);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return wv_err_set(err, WV_EFAIL, "path too long listing %.100s...", it->key);
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (is_absent_errno(errno))
+            return 0;
+        return wv_err_errno(err, WV_EFAIL, "cannot stat object %s (%s)", it->key, path);
+    }
+    if (!S_ISREG(sb.st_mode))
+        return 0;
+    *size = (uint64_t)sb.st_size;
+    return 1;
+}
+
+static int file_list_open(storage_t *st, const char *prefix, storage_iter_t **out, wv_err_t *err)
+{
+    struct file_iter *it = calloc(1, sizeof *it);
+    if (!it || !(it->prefix = strdup(prefix))) {
+        free(it);
+        return wv_err_set(err, WV_EFAIL, "out of memory listing %s", prefix);
+    }
+    it->base.st = st;
+    it->fs = store_of(st);
+    it->prefix_len = strlen(prefix);
+    /* Start in the deepest directory the prefix names whole, not at the root. */
+    const char *slash = strrchr(prefix, '/');
+    size_t start = slash ? (size_t)(slash - prefix) + 1 : 0;
+    if (start >= sizeof it->key) {
+        free(it->prefix);
+        free(it);
+        return wv_err_set(err, WV_EFAIL, "list prefix too long: %.100s...", prefix);
+    }
+    memcpy(it->key, prefix, start);
+    int rc = open_level(it, start, err);
+    if (rc) {
+        free(it->prefix);
+        free(it);
+        return rc;
+    }
+    *out = &it->base;
+    return 0;
+}
+
+/* Fills it->key with the entry's key; a directory's ends in '/'. Returns its length. */
+static int set_entry_key(struct file_iter *it, size_t key_len, const struct list_entry *e,
+                         size_t *len, wv_err_t *err)
+{
+    *len = key_len + e->len + (e->is_dir ? 1 : 0);
+    if (*len >= sizeof it->key)
+        return wv_err_set(err, WV_EFAIL, "key too long while listing %.100s...", it->key);
+    memcpy(it->key + key_len, e->name, e->len);
+    if (e->is_dir)
+        it->key[key_len + e->len] = '/';
+    it->key[*len] = '\0';
+    return 0;
+}
+
+static int file_iter_next(storage_iter_t *base, const char **key, uint64_t *size, wv_err_t *err)
+{
+    struct file_iter *it = (struct file_iter *)base;
+    while (it->depth > 0) {
+        struct list_level *lv = &it->levels[it->depth - 1];
+        if (lv->next == lv->n) {
+            pop_level(it);
+            continue;
+        }
+        const struct list_entry *e = &lv->ents[lv->next++];
+        size_t len;
+        int rc = set_entry_key(it, lv->key_len, e, &len, err);
+        if (!rc && e->is_dir)
+            rc = open_level(it, len, err); /* may move it->levels: e and lv are stale */
+        else if (!rc)
+            rc = stat_listed(it, size, err);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            *key = it->key;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void file_iter_close(storage_iter_t *base)
+{
+    struct file_iter *it = (struct file_iter *)base;
+    while (it->depth > 0)
+        pop_level(it);
+    free(it->levels);
+    free(it->prefix);
+    free(it);
+}
+
+/* ---- the store ---- */
+
+static void file_close(storage_t *st)
+{
+    struct file_store *fs = store_of(st);
+    if (fs)
+        free(fs->root);
+    free(fs);
+    st->impl = NULL;
+}
+
+static const struct storage_ops file_ops = {
+    .put_begin = file_put_begin,
+    .put_write = file_put_write,
+    .put_commit = file_put_commit,
+    .put_abort = file_put_abort,
+    .get_stream = file_get_stream,
+    .get_range = file_get_range,
+    .head = file_head,
+    .del = file_del,
+    .list_open = file_list_open,
+    .iter_next = file_iter_next,
+    .iter_close = file_iter_close,
+    .close = file_close,
+};
+
+/* dir is absolute, without trailing '/' (except "/" itself). */
+int storage_file_open(const char *dir, storage_t *st, wv_err_t *err)
+{
+    if (dir[0] != '/')
+        return wv_err_set(err, WV_EUSAGE, "repository directory must be absolute: %s", dir);
+    struct file_store *fs = calloc(1, sizeof *fs);
+    if (!fs || !(fs->root = strdup(strcmp(dir, "/") == 0 ? "" : dir))) {
+        free(fs);
+        return wv_err_set(err, WV_EFAIL, "out of memory opening repository %s", dir);
+    }
+    int rc = fs->root[0] ? make_dirs(fs->root, 0, NULL, err) : 0;
+    if (rc) {
+        free(fs->root);
+        free(fs);
+        return wv_err_prefix(err, "opening repository %s", dir);
+    }
+    st->ops = &file_ops;
+    st->impl = fs;
+    return 0;
+}
