@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+#include <sodium.h>
 
 #include "backup/internal.h"
 #include "common/log.h"
@@ -148,11 +149,12 @@ static json_t *build_manifest(struct backup_ctx *c, const struct backup_result *
 }
 
 static int write_manifest(struct backup_ctx *c, const struct backup_result *res, int64_t start_time,
-                          wv_err_t *err)
+                          int64_t stop_time_ms, wv_err_t *err)
 {
-    json_t *m = build_manifest(c, res, start_time, (int64_t)time(NULL));
+    json_t *m = build_manifest(c, res, start_time, stop_time_ms / 1000);
     if (!m)
         return wv_err_set(err, WV_EFAIL, "cannot build the manifest of backup %s", c->id);
+    json_object_set_new(m, "stop_time_ms", json_integer(stop_time_ms));
     char key[REPO_KEY_MAX];
     repo_key_backup(c->r, c->id, key, sizeof key);
     int rc = repo_put_json(c->r, key, m, true, err);
@@ -182,6 +184,22 @@ static int run_source(struct backup_ctx *c, PGconn *conn, const struct server_in
     return backup_source_local(c, conn, local_dir, res, err);
 }
 
+/* Ids sort by start time; the random part keeps two backups started in the same second
+ * (and their packs) apart. */
+static void new_backup_id(time_t start, char *out, size_t len)
+{
+    char when[32];
+    time_format_id(start, when, sizeof when);
+    snprintf(out, len, "%s-%06x", when, (unsigned)(randombytes_random() & 0xffffff));
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int take_backup(repo_t *r, PGconn *conn, const struct backup_opts *o, char *id_out,
                        wv_err_t *err)
 {
@@ -199,14 +217,14 @@ static int take_backup(repo_t *r, PGconn *conn, const struct backup_opts *o, cha
     if ((rc = backup_ctx_init(&c, r, o, err)) != 0)
         return rc;
     time_t start_time = time(NULL);
-    time_format_id(start_time, c.id, sizeof c.id - 2);
-    strcat(c.id, "F");
+    new_backup_id(start_time, c.id, sizeof c.id);
     c.check_pages = info.data_checksums;
     rc = run_source(&c, conn, &info, &res, err);
+    int64_t stop_time_ms = now_ms() + 1;
     if (rc == 0)
         rc = wait_for_archive(r, &res, o->archive_timeout_s, err);
     if (rc == 0)
-        rc = write_manifest(&c, &res, (int64_t)start_time, err);
+        rc = write_manifest(&c, &res, (int64_t)start_time, stop_time_ms, err);
     if (rc == 0)
         snprintf(id_out, 64, "%s", c.id);
     free_result(&res);

@@ -360,6 +360,14 @@ void restore_format_time(const struct restore_time *t, char *out, size_t len)
     snprintf(out, len, "%s%s%s+00", base, t->frac[0] ? "." : "", t->frac);
 }
 
+int64_t restore_time_ms(const struct restore_time *t)
+{
+    int64_t ms = 0;
+    for (int i = 0; i < 3; i++)
+        ms = ms * 10 + (t->frac[0] && i < (int)strlen(t->frac) ? t->frac[i] - '0' : 0);
+    return t->sec * 1000 + ms;
+}
+
 /* ---- choosing the backup of a restore ---- */
 
 static const struct manifest_summary *pick_backup(const struct manifest_summary *all, size_t n,
@@ -370,11 +378,11 @@ static const struct manifest_summary *pick_backup(const struct manifest_summary 
         bool fits = true;
         if (t->lsn)
             fits = all[i].stop_lsn <= *t->lsn;
-        /* stop_time is whole seconds, rounded down: earlier than the target's whole second
-         * means the backup surely ended before the target. */
+        /* stop_time_ms was read after pg_backup_stop returned: earlier than the target
+         * means the backup surely ended before it. */
         else if (t->time)
-            fits = all[i].stop_time < t->time->sec;
-        if (fits && (!pick || !t->time || all[i].stop_time >= pick->stop_time))
+            fits = all[i].stop_time_ms < restore_time_ms(t->time);
+        if (fits && (!pick || !t->time || all[i].stop_time_ms >= pick->stop_time_ms))
             pick = &all[i];
     }
     return pick;
@@ -384,7 +392,7 @@ static int no_backup(repo_t *r, const struct manifest_summary *all, size_t n,
                      const struct restore_target *t, wv_err_t *err)
 {
     char want[64], oldest[64];
-    if (n == 0)
+    if (n == 0 || (!t->lsn && !t->time))
         return wv_err_set(err, WV_ENOTFOUND,
                           "no backup of node %s in %s; take one with 'walvault backup'",
                           repo_node(r), storage_url(repo_storage(r)));
@@ -490,7 +498,7 @@ static int timeline_add_segment(struct wal_timeline *t, uint64_t segno)
         last->last = segno;
         return 0;
     }
-    if (t->count == t->cap) {
+    if (t->count == t->cap || !t->ranges) {
         size_t cap = t->cap ? t->cap * 2 : 8;
         struct wal_range *p = realloc(t->ranges, cap * sizeof *p);
         if (!p)

@@ -25,6 +25,8 @@ struct restore_time {
 };
 
 int restore_parse_time(const char *text, struct restore_time *out, wv_err_t *err);
+/* The time in epoch milliseconds (the fraction cut to 3 digits). */
+int64_t restore_time_ms(const struct restore_time *t);
 /* "YYYY-MM-DD HH:MM:SS[.frac]+00": the same instant, spelled so that PostgreSQL reads it
  * the way we did whatever its TimeZone setting. */
 void restore_format_time(const struct restore_time *t, char *out, size_t len);

@@ -24,6 +24,8 @@ int manifest_summary_get(json_t *m, struct manifest_summary *out, wv_err_t *err)
     out->timeline = (uint32_t)json_integer_value(json_object_get(m, "timeline"));
     out->start_time = json_integer_value(json_object_get(m, "start_time"));
     out->stop_time = json_integer_value(json_object_get(m, "stop_time"));
+    json_t *ms = json_object_get(m, "stop_time_ms");
+    out->stop_time_ms = json_is_integer(ms) ? json_integer_value(ms) : out->stop_time * 1000 + 999;
     out->wal_seg_size = (uint32_t)json_integer_value(json_object_get(m, "wal_seg_size"));
     out->db_bytes = (uint64_t)json_integer_value(json_object_get(m, "db_bytes"));
     out->stored_bytes = (uint64_t)json_integer_value(json_object_get(m, "stored_bytes"));

@@ -9,6 +9,7 @@
  *   "system_identifier": "7312...", "pg_version": 150020, "wal_seg_size": 16777216,
  *   "timeline": 1, "start_lsn": "0/2000028", "stop_lsn": "0/2000138",
  *   "start_time": 1796000000, "stop_time": 1796000005,   (epoch seconds, this host's clock)
+ *   "stop_time_ms": 1796000005123,                     (taken after pg_backup_stop returned)
  *   "backup_label": "...", "tablespace_map": "16385 /srv/ts1\n" or null,
  *   "source": "local" | "stream",
  *   "tablespaces": [{"oid": 16385, "path": "/srv/ts1"}],
@@ -60,6 +61,7 @@ struct manifest_summary {
     wal_lsn_t stop_lsn;
     int64_t start_time;
     int64_t stop_time;
+    int64_t stop_time_ms; /* the same instant in milliseconds: targets are compared with it */
     uint32_t wal_seg_size;
     uint64_t db_bytes;
     uint64_t stored_bytes;

@@ -57,6 +57,13 @@ void restore_fetch_free(struct restore_fetch *f)
     pthread_mutex_destroy(&f->lock);
 }
 
+static void slot_give(struct restore_fetch *f, struct restore_slot *s)
+{
+    pthread_mutex_lock(&f->lock);
+    s->busy = false;
+    pthread_mutex_unlock(&f->lock);
+}
+
 /* At most nslots items run at once (workers_run starts no more threads), so a free slot is
  * always there; its buffers are allocated on first use and kept for the next item. */
 static struct restore_slot *slot_take(struct restore_fetch *f, wv_err_t *err)
@@ -79,18 +86,11 @@ static struct restore_slot *slot_take(struct restore_fetch *f, wv_err_t *err)
         buf_init(&s->plain, SEAL_CHUNK_MAX);
     }
     if (!s->read) {
-        s->busy = false;
+        slot_give(f, s);
         wv_err_set(err, WV_EFAIL, "out of memory for a %zu-byte read buffer", f->plan->max_read);
         return NULL;
     }
     return s;
-}
-
-static void slot_give(struct restore_fetch *f, struct restore_slot *s)
-{
-    pthread_mutex_lock(&f->lock);
-    s->busy = false;
-    pthread_mutex_unlock(&f->lock);
 }
 
 static void progress_add(struct restore_fetch *f, uint64_t plain)
@@ -143,8 +143,8 @@ static int run_open_block(const struct restore_fetch *f, const char *key,
 {
     if (b->pack != it->pack || b->offset < it->offset ||
         b->offset - it->offset + b->sealed_len > it->len)
-        return wv_err_set(err, WV_EFAIL, "block %zu does not lie in its planned read of %s",
-                          (size_t)b->frame, key);
+        return wv_err_set(err, WV_EFAIL, "frame %u of %s lies outside its planned read", b->frame,
+                          key);
     bool final;
     int rc = seal_open_frame(repo_keys(f->r), key, b->frame, s->read + (b->offset - it->offset),
                              b->sealed_len, &s->plain, &final, err);
@@ -171,7 +171,9 @@ static int run_write(const struct restore_fetch *f, struct run_cursor *c, const 
         return 0;
     int rc = full_path(f->target_dir, file_path(f, c->file), path, err);
     if (rc == 0 && (c->fd < 0 || c->fd_file != c->file)) {
-        if (c->fd >= 0 && close(c->fd) != 0)
+        int closed = c->fd < 0 ? 0 : close(c->fd);
+        c->fd = -1;
+        if (closed != 0)
             return wv_err_errno(err, WV_EFAIL, "cannot write %s", file_path(f, c->fd_file));
         c->fd = open(path, O_WRONLY | O_CLOEXEC);
         c->fd_file = c->file;
@@ -189,7 +191,7 @@ static int run_blocks(struct restore_fetch *f, const struct restore_item *it, co
     struct run_cursor c = {.file = it->file, .block = it->block, .fd = -1};
     int rc = 0;
     for (size_t k = 0; rc == 0 && k < it->count; k++) {
-        struct block_ref b;
+        struct block_ref b = {0};
         rc = run_next_ref(f, &c, &b, err);
         if (rc == 0)
             rc = run_open_block(f, key, it, &b, s, err);
@@ -304,8 +306,8 @@ static int check_destinations(struct restore_ctx *c, wv_err_t *err)
     int rc = check_empty(c->opts->target_dir, "restore target", err);
     c->nts = json_array_size(tss);
     c->ts_dest = calloc(c->nts ? c->nts : 1, sizeof *c->ts_dest);
-    if (rc == 0 && !c->ts_dest)
-        rc = wv_err_set(err, WV_EFAIL, "out of memory");
+    if (!c->ts_dest)
+        return wv_err_set(err, WV_EFAIL, "out of memory");
     for (size_t i = 0; rc == 0 && i < c->nts; i++) {
         json_t *ts = json_array_get(tss, i);
         c->ts_dest[i] = tablespace_dest(c->opts, ts);
@@ -316,6 +318,11 @@ static int check_destinations(struct restore_ctx *c, wv_err_t *err)
                             (long long)json_integer_value(json_object_get(ts, "oid")), c->sum.id);
         else
             rc = check_empty(c->ts_dest[i], "tablespace destination", err);
+        for (size_t j = 0; rc == 0 && j < i; j++)
+            if (strcmp(c->ts_dest[i], c->ts_dest[j]) == 0)
+                rc = wv_err_set(err, WV_EUSAGE,
+                                "two tablespaces would be restored into %s; relocate one of them",
+                                c->ts_dest[i]);
     }
     return rc;
 }
@@ -375,7 +382,7 @@ static int create_link(const struct restore_ctx *c, json_t *e, const char *path,
     if (rc == 0 && strcmp(path, "pg_wal") == 0)
         return make_dir(full, 0700, err);
     if (rc == 0 && !target)
-        rc = wv_err_set(err, WV_ECORRUPT, "manifest entry %s: link without target", path);
+        return wv_err_set(err, WV_ECORRUPT, "manifest entry %s: link without target", path);
     if (rc == 0 && symlink(target, full) != 0)
         rc = wv_err_errno(err, WV_EFAIL, "cannot create link %s", full);
     return rc;
@@ -530,16 +537,18 @@ static int append_setting(buf_t *b, const char *name, const char *value, wv_err_
 
 static int recovery_block(const struct restore_ctx *c, buf_t *b, wv_err_t *err)
 {
-    char line[160], when[64], lsn[WAL_LSN_STR_MAX];
+    char line[160];
     snprintf(line, sizeof line, "# added by walvault restore of backup %s\n", c->sum.id);
     int rc = buf_append_str(b, line, err);
     if (rc == 0)
         rc = append_setting(b, "restore_command", c->opts->restore_command, err);
     if (rc == 0 && c->has_time) {
+        char when[64];
         restore_format_time(&c->time, when, sizeof when);
         rc = append_setting(b, "recovery_target_time", when, err);
     }
     if (rc == 0 && c->has_lsn) {
+        char lsn[WAL_LSN_STR_MAX];
         wal_lsn_format(c->lsn, lsn);
         rc = append_setting(b, "recovery_target_lsn", lsn, err);
     }
@@ -665,8 +674,8 @@ static int restore_into(struct restore_ctx *c, wv_err_t *err)
 
 static int check_backup_fits(const struct restore_ctx *c, wv_err_t *err)
 {
-    char a[WAL_LSN_STR_MAX], b[WAL_LSN_STR_MAX];
     if (c->has_lsn && c->sum.stop_lsn > c->lsn) {
+        char a[WAL_LSN_STR_MAX], b[WAL_LSN_STR_MAX];
         wal_lsn_format(c->sum.stop_lsn, a);
         wal_lsn_format(c->lsn, b);
         return wv_err_set(err, WV_EUSAGE,
@@ -674,7 +683,7 @@ static int check_backup_fits(const struct restore_ctx *c, wv_err_t *err)
                           "older backup",
                           c->sum.id, a, b);
     }
-    if (c->has_time && c->sum.stop_time >= c->time.sec)
+    if (c->has_time && c->sum.stop_time_ms >= restore_time_ms(&c->time))
         return wv_err_set(err, WV_EUSAGE,
                           "backup %s finished at or after the target time %s; choose an older "
                           "backup",

@@ -211,7 +211,6 @@ static int check_backup(void *ctx, const char *id, wv_err_t *err)
 struct key_list {
     struct verify_state *v;
     const char **keys;
-    size_t count;
     uint64_t total;
     const char *what;
 };
@@ -231,7 +230,7 @@ static int check_object_item(void *ctx, size_t index, wv_err_t *unused)
 static int check_packs(struct verify_state *v, wv_err_t *err)
 {
     size_t n = json_object_size(v->packs), i = 0;
-    struct key_list l = {.v = v, .count = n, .total = n, .what = "verify packs"};
+    struct key_list l = {.v = v, .total = n, .what = "verify packs"};
     l.keys = calloc(n ? n : 1, sizeof *l.keys);
     if (!l.keys)
         return wv_err_set(err, WV_EFAIL, "out of memory verifying packs");

@@ -107,7 +107,7 @@ static int compare_with_archive(repo_t *r, const struct local_file *f, const cha
                           "refusing to overwrite it (is another cluster archiving under node "
                           "\"%s\"?)",
                           f->name, key, repo_node(r));
-    log_info("%s was already archived with the same content", f->name);
+    log_debug("%s was already archived with the same content", f->name);
     return 0;
 }
 

@@ -28,7 +28,7 @@ wv_psql src "CREATE TABLE t (id int, payload text); CREATE TABLE t_ts (id int) T
 insert src 1 1000
 
 wv_step "full backup, local source"
-local_id=$(wv_run backup --full --source local --pgdata "${WV_PGDATA[src]}")
+local_id=$(wv_run backup --full --source local --pg "$(wv_pg_conninfo src)" --pgdata "${WV_PGDATA[src]}")
 wv_step "full backup, stream source"
 stream_id=$(wv_run backup --full --source stream --pg "$(wv_pg_conninfo src)")
 [[ $local_id != "$stream_id" ]] || wv_fail "two backups got the same id $local_id"
@@ -42,20 +42,20 @@ insert src 3001 4000
 wv_pg_archive_wait src
 
 wv_step "restore to a time ($t1)"
-wv_run restore --to "$WV_TMP/r_time" --target-time "$t1" >/dev/null
+# The source still uses its tablespace directory: every restore relocates it.
+wv_run restore --to "$WV_TMP/r_time" --target-time "$t1" --tablespace-map "$WV_TMP/ts1=$WV_TMP/ts_time" >/dev/null
 wv_pg_start_restored "$WV_TMP/r_time" r_time "archive_mode = off"
 wv_assert_eq 2000 "$(count r_time)" "rows after restore to $t1"
 wv_assert_eq 2000 "$(count_ts r_time)" "tablespace rows after restore to $t1"
 wv_pg_stop r_time
 
 wv_step "restore to an LSN ($lsn2)"
-wv_run restore --to "$WV_TMP/r_lsn" --target-lsn "$lsn2" >/dev/null
+wv_run restore --to "$WV_TMP/r_lsn" --target-lsn "$lsn2" --tablespace-map "$WV_TMP/ts1=$WV_TMP/ts_lsn" >/dev/null
 wv_pg_start_restored "$WV_TMP/r_lsn" r_lsn "archive_mode = off"
 wv_assert_eq 3000 "$(count r_lsn)" "rows after restore to LSN $lsn2"
 wv_pg_stop r_lsn
 
 wv_step "restore the stream backup to latest, tablespace relocated"
-mkdir -p "$WV_TMP/ts1_moved"
 wv_run restore --to "$WV_TMP/r_latest" --backup "$stream_id" \
   --tablespace-map "$WV_TMP/ts1=$WV_TMP/ts1_moved" >/dev/null
 link=$(readlink "$WV_TMP/r_latest/pg_tblspc/"*)
@@ -72,11 +72,10 @@ if [[ -d $repo_dir ]] && grep -rqa "$MARKER" "$repo_dir"; then
 fi
 
 wv_step "restore into a non-empty directory is refused"
-wv_assert_fails wv_run restore --to "$WV_TMP/r_time"
+wv_assert_fails wv_run restore --to "$WV_TMP/r_time" --tablespace-map "$WV_TMP/ts1=$WV_TMP/ts_other"
 wv_assert_contains "$WV_LAST_STDERR" "not empty"
 
 wv_step "list and verify"
 wv_run list | grep -q "$local_id" || wv_fail "list does not show backup $local_id"
 wv_run list --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d["backups"]) == 2, d'
 wv_run verify >/dev/null || wv_fail "verify failed on an intact repository"
-echo "PASS $WV_TEST_NAME"

@@ -14,7 +14,7 @@ wv_pg_init src
 wv_pg_archive_to_repo src
 wv_pg_start src
 wv_psql src "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g"
-wv_run backup --full >/dev/null
+wv_run backup --full --pg "$(wv_pg_conninfo src)" >/dev/null
 wv_pg_archive_wait src
 wv_pg_stop src
 wv_run verify >/dev/null || wv_fail "verify failed before any damage"
@@ -53,4 +53,3 @@ cp -a "$repo_dir" "$copy"
 flip "$copy/$seg"
 wv_assert_fails "$WALVAULT_BIN" --repo "file://$copy" --key-file "$WV_KEY" verify
 wv_assert_contains "$WV_LAST_STDERR" "$seg" "verify names the damaged segment"
-echo "PASS $WV_TEST_NAME"

@@ -63,4 +63,3 @@ wv_assert_fails wv_run wal-push
 wv_assert_eq 2 "$WV_LAST_STATUS" "exit status of wal-push without PATH"
 wv_assert_fails wv_run frobnicate
 wv_assert_eq 2 "$WV_LAST_STATUS" "exit status of an unknown command"
-echo "PASS $WV_TEST_NAME"

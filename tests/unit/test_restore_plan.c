@@ -155,11 +155,12 @@ static int build(json_t *m, wv_err_t *err)
 static void test_plan_build_runs_across_files(void **state)
 {
     (void)state;
-    json_t *m = json_pack("{s:[s], s:[{s:s, s:s, s:I, s:[[i,i,i,i,i,i]]}, {s:s, s:s},"
-                          " {s:s, s:s, s:I, s:[[i,i,i,i,i,i]]}]}",
-                          "packs", "p0", "files", "path", "a", "type", "file", "size",
-                          (json_int_t)10, 0, 0, 8, 60, 0, 10, "path", "d", "type", "dir", "path",
-                          "b", "type", "file", "size", (json_int_t)10, 0, 1, 68, 60, 0, 10);
+    json_t *m =
+        json_pack("{s:[s], s:[{s:s, s:s, s:I, s:[[i,i,i,i,i,i]]}, {s:s, s:s},"
+                  " {s:s, s:s, s:I, s:[[i,i,i,i,i,i]]}]}",
+                  "packs", "p0", "files", "path", "a", "type", "file", "size", (json_int_t)10,
+                  "blocks", 0, 0, 8, 60, 0, 10, "path", "d", "type", "dir", "path", "b", "type",
+                  "file", "size", (json_int_t)10, "blocks", 0, 1, 68, 60, 0, 10);
     struct restore_plan p;
     wv_err_t err = {0};
     assert_non_null(m);
