@@ -37,7 +37,7 @@ check_damage() { # KIND RELATIVE_OBJECT
   wv_assert_contains "$WV_LAST_STDERR" "$object" "verify names the damaged $kind"
   wv_assert_fails "$WALVAULT_BIN" --repo "file://$copy" --key-file "$WV_KEY" restore --to "$WV_TMP/r-$kind"
   wv_assert_contains "$WV_LAST_STDERR" "$object" "restore names the damaged $kind"
-  wv_assert_eq 1 "$(grep -c . <<<"$WV_LAST_STDERR")" "restore fails with one line"
+  wv_assert_eq 1 "$(grep -c "error:" <<<"$WV_LAST_STDERR")" "restore fails with one error line"
 }
 
 pack=$(cd "$repo_dir" && ls nodes/default/packs/* | head -n 1)
