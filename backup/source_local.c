@@ -20,6 +20,7 @@
 
 #define RANGE_BYTES (16u * BACKUP_BLOCK_SIZE)
 
+/* A piece of one file, at most RANGE_BYTES long. */
 struct range_item {
     size_t file;
     uint64_t offset;
@@ -30,6 +31,11 @@ struct local_run {
     struct backup_ctx *c;
     struct range_item *items;
     size_t nitems, cap_items;
+    /* Work units: consecutive pieces adding up to about RANGE_BYTES. Many small files go to
+     * one worker in order, so their blocks lie back to back in one pack and a restore reads
+     * them with one request. group_start has ngroups + 1 entries. */
+    size_t *group_start;
+    size_t ngroups;
     struct pack_writer *writers;
     uint8_t **buffers;
 };
@@ -137,6 +143,23 @@ static int add_item(struct local_run *run, size_t file, uint64_t off, uint64_t l
     return 0;
 }
 
+static int group_pieces(struct local_run *run, wv_err_t *err)
+{
+    run->group_start = malloc((run->nitems + 1) * sizeof *run->group_start);
+    if (!run->group_start)
+        return wv_err_set(err, WV_EFAIL, "out of memory planning the backup");
+    uint64_t bytes = RANGE_BYTES;
+    for (size_t i = 0; i < run->nitems; i++) {
+        if (bytes + run->items[i].len > RANGE_BYTES) {
+            run->group_start[run->ngroups++] = i;
+            bytes = 0;
+        }
+        bytes += run->items[i].len;
+    }
+    run->group_start[run->ngroups] = run->nitems;
+    return 0;
+}
+
 static int plan_ranges(struct local_run *run, wv_err_t *err)
 {
     struct backup_ctx *c = run->c;
@@ -151,7 +174,7 @@ static int plan_ranges(struct local_run *run, wv_err_t *err)
         if (rc)
             return rc;
     }
-    return 0;
+    return group_pieces(run, err);
 }
 
 /* A live database's files change under us: a file may vanish (a dropped table) or shrink
@@ -166,9 +189,8 @@ static void note_short_read(struct backup_ctx *c, struct bfile *f, uint64_t end,
     pthread_mutex_unlock(&c->lock);
 }
 
-static int read_range(void *ctx, size_t index, wv_err_t *err)
+static int read_piece(struct local_run *run, size_t index, wv_err_t *err)
 {
-    struct local_run *run = ctx;
     struct backup_ctx *c = run->c;
     struct range_item *it = &run->items[index];
     struct bfile *f = &c->files[it->file];
@@ -205,6 +227,15 @@ static int read_range(void *ctx, size_t index, wv_err_t *err)
     return rc;
 }
 
+static int read_group(void *ctx, size_t group, wv_err_t *err)
+{
+    struct local_run *run = ctx;
+    int rc = 0;
+    for (size_t i = run->group_start[group]; rc == 0 && i < run->group_start[group + 1]; i++)
+        rc = read_piece(run, i, err);
+    return rc;
+}
+
 static int read_all(struct backup_ctx *c, wv_err_t *err)
 {
     struct local_run run = {.c = c};
@@ -219,7 +250,7 @@ static int read_all(struct backup_ctx *c, wv_err_t *err)
             rc = wv_err_set(err, WV_EFAIL, "out of memory");
     }
     if (rc == 0)
-        rc = workers_run(jobs, run.nitems, read_range, &run, err);
+        rc = workers_run(jobs, run.ngroups, read_group, &run, err);
     for (int i = 0; i < jobs && run.writers; i++) {
         if (rc == 0)
             rc = pack_writer_finish(&run.writers[i], err);
@@ -231,6 +262,7 @@ static int read_all(struct backup_ctx *c, wv_err_t *err)
     free(run.writers);
     free(run.buffers);
     free(run.items);
+    free(run.group_start);
     return rc;
 }
 
