@@ -64,7 +64,7 @@ void repo_sealed_abort(repo_sealed_writer_t *w)
 int repo_put_sealed(repo_t *r, const char *key, const void *data, size_t len, bool if_absent,
                     wv_err_t *err)
 {
-    repo_sealed_writer_t *w;
+    repo_sealed_writer_t *w = NULL;
     int rc = repo_sealed_begin(r, key, if_absent, &w, err);
     if (rc)
         return rc;

@@ -35,7 +35,8 @@ static int write_to_file(void *ctx, const void *data, size_t len, wv_err_t *err)
  * never reads a half-written segment. */
 static int open_temp(const char *dest, char *tmp, size_t len, struct file_sink *s, wv_err_t *err)
 {
-    snprintf(tmp, len, "%s.walvault.%ld", dest, (long)getpid());
+    if (snprintf(tmp, len, "%s.walvault.%ld", dest, (long)getpid()) >= (int)len)
+        return wv_err_set(err, WV_EFAIL, "path too long: %s", dest);
     s->fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     s->path = dest;
     if (s->fd < 0)
