@@ -58,6 +58,39 @@ wv_assert_eq 1 "$WV_LAST_STATUS" "exit status for a missing segment"
 wv_assert_eq "" "$WV_LAST_STDERR" "stderr for a missing segment"
 [[ ! -e $WV_TMP/missing ]] || wv_fail "wal-fetch left a file for a missing segment"
 
+wv_step "one wal-push pushes the other ready segments ahead, in parallel"
+wv_pg_conf a "archive_command = '/bin/false'"
+wv_pg_reload a
+for i in 1 2 3; do
+  wv_psql a "INSERT INTO t SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal()" >/dev/null
+done
+mapfile -t ready < <(cd "${WV_PGDATA[a]}/pg_wal/archive_status" && ls -- *.ready | sed 's/\.ready$//' | sort)
+((${#ready[@]} >= 3)) || wv_fail "expected 3 segments waiting to be archived, found ${#ready[@]}"
+wv_run --jobs 4 wal-push "${WV_PGDATA[a]}/pg_wal/${ready[0]}"
+archived=$(wv_run list --json)
+for name in "${ready[@]}"; do
+  python3 -c 'import json,sys; d=json.load(sys.stdin); n=sys.argv[1]
+ok=any(r["first"]<=n<=r["last"] for t in d["wal"] for r in t["ranges"]); sys.exit(0 if ok else 1)' "$name" <<<"$archived" ||
+    wv_fail "$name was not pushed ahead"
+done
+
+wv_step "wal-fetch fetches the following segments ahead into its spool"
+mkdir -p "$WV_TMP/fetch"
+wv_run wal-fetch --prefetch 2 "${ready[0]}" "$WV_TMP/fetch/RECOVERYXLOG"
+for _ in $(seq 50); do
+  [[ -f $WV_TMP/fetch/walvault_spool/${ready[1]} && -f $WV_TMP/fetch/walvault_spool/${ready[2]} ]] && break
+  sleep 0.1
+done
+[[ -f $WV_TMP/fetch/walvault_spool/${ready[2]} ]] || wv_fail "the spool did not receive ${ready[2]}"
+wv_run wal-fetch --prefetch 2 "${ready[1]}" "$WV_TMP/fetch/next"
+cmp "$WV_TMP/fetch/next" "${WV_PGDATA[a]}/pg_wal/${ready[1]}" || wv_fail "the spooled ${ready[1]} differs"
+[[ ! -e $WV_TMP/fetch/walvault_spool/${ready[0]} ]] || wv_fail "the spool kept a segment already served"
+
+wv_step "errors as JSON lines with --log-format json"
+wv_assert_fails wv_run --log-format json wal-push "$WV_TMP/no-such-file"
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["level"]=="error" and "no-such-file" in d["msg"], d' "$WV_LAST_STDERR" ||
+  wv_fail "not one JSON line: $WV_LAST_STDERR"
+
 wv_step "usage errors exit 2"
 wv_assert_fails wv_run wal-push
 wv_assert_eq 2 "$WV_LAST_STATUS" "exit status of wal-push without PATH"
