@@ -94,24 +94,9 @@ bool restore_path_is_safe(const char *p)
     return true;
 }
 
-/* Same decoding as manifest_file_blocks, for one element: workers decode only the blocks of
- * their run instead of a whole file's list. */
 int restore_ref_decode(json_t *v, struct block_ref *b)
 {
-    json_int_t f[6];
-    if (!json_is_array(v) || json_array_size(v) != 6)
-        return -1;
-    for (size_t i = 0; i < 6; i++) {
-        json_t *x = json_array_get(v, i);
-        if (!json_is_integer(x) || json_integer_value(x) < 0)
-            return -1;
-        f[i] = json_integer_value(x);
-    }
-    if (f[0] > UINT32_MAX || f[1] > UINT32_MAX || f[3] > UINT32_MAX || f[5] > UINT32_MAX)
-        return -1;
-    *b = (struct block_ref){(uint32_t)f[0], (uint32_t)f[1], (uint64_t)f[2],
-                            (uint32_t)f[3], (uint64_t)f[4], (uint32_t)f[5]};
-    return 0;
+    return manifest_block_decode(v, b);
 }
 
 static int check_block(const char *path, size_t i, const struct block_ref *b, size_t npacks,

@@ -39,26 +39,31 @@ int manifest_summary_get(json_t *m, struct manifest_summary *out, wv_err_t *err)
 
 json_t *manifest_block_json(const struct block_ref *b)
 {
-    return json_pack("[I, I, I, I, I, I]", (json_int_t)b->pack, (json_int_t)b->frame,
-                     (json_int_t)b->offset, (json_int_t)b->sealed_len, (json_int_t)b->file_offset,
-                     (json_int_t)b->plain_len);
+    json_t *v = json_pack("[I, I, I, I, I, I]", (json_int_t)b->pack, (json_int_t)b->frame,
+                          (json_int_t)b->offset, (json_int_t)b->sealed_len,
+                          (json_int_t)b->file_offset, (json_int_t)b->plain_len);
+    if (v && b->skip) /* whole-frame references, the common case, stay six numbers */
+        json_array_append_new(v, json_integer(b->skip));
+    return v;
 }
 
-static int decode_block(json_t *v, struct block_ref *b)
+int manifest_block_decode(json_t *v, struct block_ref *b)
 {
-    json_int_t f[6];
-    if (!json_is_array(v) || json_array_size(v) != 6)
+    json_int_t f[7] = {0};
+    size_t n = json_array_size(v);
+    if (!json_is_array(v) || (n != 6 && n != 7))
         return -1;
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < n; i++) {
         json_t *x = json_array_get(v, i);
         if (!json_is_integer(x) || json_integer_value(x) < 0)
             return -1;
         f[i] = json_integer_value(x);
     }
-    if (f[3] > UINT32_MAX || f[5] > UINT32_MAX || f[0] > UINT32_MAX || f[1] > UINT32_MAX)
+    if (f[0] > UINT32_MAX || f[1] > UINT32_MAX || f[3] > UINT32_MAX || f[5] > UINT32_MAX ||
+        f[6] > UINT32_MAX)
         return -1;
-    *b = (struct block_ref){(uint32_t)f[0], (uint32_t)f[1], (uint64_t)f[2],
-                            (uint32_t)f[3], (uint64_t)f[4], (uint32_t)f[5]};
+    *b = (struct block_ref){(uint32_t)f[0], (uint32_t)f[1], (uint64_t)f[2], (uint32_t)f[3],
+                            (uint64_t)f[4], (uint32_t)f[5], (uint32_t)f[6]};
     return 0;
 }
 
@@ -74,7 +79,7 @@ int manifest_file_blocks(json_t *file, struct block_ref **out, size_t *count, wv
     if (!refs)
         return wv_err_set(err, WV_EFAIL, "out of memory");
     for (size_t i = 0; i < n; i++) {
-        if (decode_block(json_array_get(blocks, i), &refs[i]) != 0) {
+        if (manifest_block_decode(json_array_get(blocks, i), &refs[i]) != 0) {
             free(refs);
             return wv_err_set(err, WV_ECORRUPT, "manifest entry %s: bad block reference %zu",
                               json_string_value(json_object_get(file, "path")), i);

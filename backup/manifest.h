@@ -24,10 +24,15 @@
  *   "checksum_failures": [{"path": "base/5/16384", "block": 3}]
  * }
  *
- * A block is one frame of a sealed pack object (see crypto/seal.h): its bytes are
- * [offset, offset + sealed_len) of pack "packs[pack]" and it opens with
- * seal_open_frame(name = repo_key_pack(packs[pack]), index = frame). Its plaintext is
- * plain_len bytes of the file at file_offset. Blocks of a file are sorted by file_offset;
+ * A block reference is [pack, frame, offset, sealed_len, file_offset, plain_len] or, with a
+ * seventh element, [..., skip]. It names one frame of a sealed pack object (see
+ * crypto/seal.h): the frame's bytes are [offset, offset + sealed_len) of pack "packs[pack]"
+ * and it opens with seal_open_frame(name = repo_key_pack(packs[pack]), index = frame). Of its
+ * plaintext, plain_len bytes starting at skip (default 0) are the file's bytes at
+ * file_offset. A full backup's references take whole frames (skip 0, plain_len = the frame's
+ * plaintext length); an incremental's reference unchanged parts of a parent's frames, so
+ * several references, of one file or of several, may share one frame. References of a file
+ * are sorted by file_offset and do not overlap;
  * bytes of a file not covered by any block are zeros (holes). Paths are relative to the data
  * directory; files of tablespaces are under "pg_tblspc/<oid>/...". */
 #ifndef WALVAULT_BACKUP_MANIFEST_H
@@ -50,6 +55,7 @@ struct block_ref {
     uint32_t sealed_len;
     uint64_t file_offset;
     uint32_t plain_len;
+    uint32_t skip; /* where in the frame's plaintext the referenced bytes start */
 };
 
 /* The fields of a manifest that choosing and replaying a backup needs. */
@@ -71,6 +77,8 @@ int manifest_summary_get(json_t *manifest, struct manifest_summary *out, wv_err_
 /* Decodes the blocks array of one file entry; *out is malloc'd (caller frees). */
 int manifest_file_blocks(json_t *file, struct block_ref **out, size_t *count, wv_err_t *err);
 json_t *manifest_block_json(const struct block_ref *b);
+/* One reference (six or seven numbers); -1 when malformed. */
+int manifest_block_decode(json_t *v, struct block_ref *b);
 int manifest_load(repo_t *r, const char *backup_id, json_t **out, wv_err_t *err);
 
 #endif

@@ -257,8 +257,12 @@ int pack_writer_add_block(struct pack_writer *w, struct bfile *f, uint64_t file_
         rc = storage_put_write(w->sw, w->frame_buf.data, w->frame_buf.len, err);
     if (rc)
         return wv_err_prefix(err, "backing up %s", f->path);
-    *slot = (struct block_ref){w->pack,     w->frame,     w->offset, (uint32_t)w->frame_buf.len,
-                               file_offset, (uint32_t)len};
+    *slot = (struct block_ref){.pack = w->pack,
+                               .frame = w->frame,
+                               .offset = w->offset,
+                               .sealed_len = (uint32_t)w->frame_buf.len,
+                               .file_offset = file_offset,
+                               .plain_len = (uint32_t)len};
     w->frame++;
     w->offset += w->frame_buf.len;
     if (w->offset >= BACKUP_PACK_TARGET)
