@@ -69,7 +69,7 @@ static void test_summary_rejects_bad_fields(void **state)
 static void test_block_round_trip(void **state)
 {
     (void)state;
-    struct block_ref b = {3, 17, 1234567890123ULL, 65536, 8u << 30, 1u << 20};
+    struct block_ref b = {3, 17, 1234567890123ULL, 65536, 8u << 30, 1u << 20, 4096};
     json_t *file = json_pack("{s:s, s:[o]}", "path", "base/5/16384", "blocks",
                              manifest_block_json(&b));
     struct block_ref *out;
@@ -83,6 +83,7 @@ static void test_block_round_trip(void **state)
     assert_int_equal(out[0].sealed_len, b.sealed_len);
     assert_true(out[0].file_offset == b.file_offset);
     assert_int_equal(out[0].plain_len, b.plain_len);
+    assert_int_equal(out[0].skip, b.skip);
     free(out);
     json_decref(file);
 }
