@@ -85,7 +85,7 @@ static void test_time_format(void **state)
 
 static struct block_ref ref(uint32_t pack, uint32_t frame, uint64_t offset, uint32_t sealed)
 {
-    return (struct block_ref){pack, frame, offset, sealed, (uint64_t)frame * 8192, 8192};
+    return (struct block_ref){pack, frame, offset, sealed, (uint64_t)frame * 8192, 8192, 0};
 }
 
 static void test_plan_coalesces_adjacent(void **state)
