@@ -33,8 +33,18 @@ static struct repo_config repo_config_of(const struct config *cfg)
         .url = config_get(cfg, OPT_REPO),
         .key_file = config_get(cfg, OPT_KEY_FILE),
         .node = config_get(cfg, OPT_NODE),
-        .storage = {config_get(cfg, OPT_S3_ENDPOINT), config_get(cfg, OPT_S3_REGION),
-                    config_get(cfg, OPT_S3_URI_STYLE), config_get(cfg, OPT_S3_CA_FILE)},
+        .storage = {.s3_endpoint = config_get(cfg, OPT_S3_ENDPOINT),
+                    .s3_region = config_get(cfg, OPT_S3_REGION),
+                    .s3_uri_style = config_get(cfg, OPT_S3_URI_STYLE),
+                    .s3_ca_file = config_get(cfg, OPT_S3_CA_FILE),
+                    .s3_profile = config_get(cfg, OPT_S3_PROFILE),
+                    .s3_access_key_id = config_get(cfg, OPT_S3_ACCESS_KEY_ID),
+                    .s3_secret_access_key = config_get(cfg, OPT_S3_SECRET_ACCESS_KEY),
+                    .s3_session_token = config_get(cfg, OPT_S3_SESSION_TOKEN),
+                    .s3_sse = config_get(cfg, OPT_S3_SSE),
+                    .s3_sse_kms_key_id = config_get(cfg, OPT_S3_SSE_KMS_KEY_ID),
+                    .s3_retry_seconds = config_get(cfg, OPT_S3_RETRY_SECONDS),
+                    .s3_stall_seconds = config_get(cfg, OPT_S3_STALL_SECONDS)},
     };
     return rc;
 }
@@ -132,8 +142,14 @@ static int cmd_backup(const struct config *cfg)
     wv_err_t err = {0};
     struct backup_opts opts = {.pg_conninfo = config_get(cfg, OPT_PG),
                                .pgdata = config_get(cfg, OPT_PGDATA)};
-    if (config_flag(cfg, OPT_INCREMENTAL))
-        return usage_error("incremental backups are not supported yet; use --full%s", "");
+    if (config_flag(cfg, OPT_INCREMENTAL) && config_flag(cfg, OPT_FULL))
+        return usage_error("give --full or --incremental, not both%s", "");
+    opts.mode = config_flag(cfg, OPT_FULL)          ? BACKUP_MODE_FULL
+                : config_flag(cfg, OPT_INCREMENTAL) ? BACKUP_MODE_INCREMENTAL
+                                                    : BACKUP_MODE_AUTO;
+    opts.parent_id = config_get(cfg, OPT_PARENT);
+    if (opts.parent_id && opts.mode == BACKUP_MODE_FULL)
+        return usage_error("--parent is for incremental backups%s", "");
     if (source_of(config_get(cfg, OPT_SOURCE), &opts.source) != 0)
         return usage_error("--source wants local, stream or auto, got \"%s\"",
                            config_get(cfg, OPT_SOURCE));
@@ -188,8 +204,9 @@ static int build_restore_command(const struct config *cfg, char *out, size_t len
                             config_get(cfg, OPT_KEY_FILE));
     out[0] = '\0';
     append_quoted(out, len, self);
-    static const enum opt_id passed[] = {OPT_REPO,        OPT_NODE,        OPT_S3_ENDPOINT,
-                                         OPT_S3_REGION,   OPT_S3_URI_STYLE, OPT_S3_CA_FILE};
+    static const enum opt_id passed[] = {OPT_REPO,         OPT_NODE,       OPT_S3_ENDPOINT,
+                                         OPT_S3_REGION,    OPT_S3_URI_STYLE, OPT_S3_CA_FILE,
+                                         OPT_S3_PROFILE, OPT_S3_RETRY_SECONDS};
     for (size_t i = 0; i < sizeof passed / sizeof *passed; i++) {
         if (!config_get(cfg, passed[i]))
             continue;
@@ -349,6 +366,58 @@ static int cmd_verify(const struct config *cfg)
     return n ? EXIT_FAILURE_ : EXIT_OK;
 }
 
+static int optional_int(const struct config *cfg, enum opt_id id, int max, int *out,
+                        wv_err_t *err)
+{
+    *out = 0;
+    return config_get(cfg, id) ? config_int(cfg, id, 1, max, out, err) : 0;
+}
+
+static void print_expired(json_t *report)
+{
+    bool dry = json_is_true(json_object_get(report, "dry_run"));
+    static const char *const kinds[] = {"backups", "packs", "wal"};
+    for (size_t k = 0; k < 3; k++) {
+        size_t i;
+        json_t *key;
+        json_array_foreach(json_object_get(report, kinds[k]), i, key)
+            printf("%s %s\n", dry ? "would remove" : "removed", json_string_value(key));
+    }
+    printf("%s %zu backups, %zu packs, %zu WAL files; %" JSON_INTEGER_FORMAT " backups kept\n",
+           dry ? "would remove" : "removed", json_array_size(json_object_get(report, "backups")),
+           json_array_size(json_object_get(report, "packs")),
+           json_array_size(json_object_get(report, "wal")),
+           json_integer_value(json_object_get(report, "backups_kept")));
+}
+
+static int cmd_expire(const struct config *cfg)
+{
+    wv_err_t err = {0};
+    struct expire_opts opts = {.dry_run = config_flag(cfg, OPT_DRY_RUN)};
+    int grace;
+    repo_t *r;
+    if (optional_int(cfg, OPT_RETAIN_FULL, 100000, &opts.retain_full, &err) != 0 ||
+        optional_int(cfg, OPT_RETAIN_DAYS, 100000, &opts.retain_days, &err) != 0 ||
+        config_int(cfg, OPT_GC_GRACE, 0, 365 * 86400, &grace, &err) != 0)
+        return fail(&err);
+    if (!opts.retain_full && !opts.retain_days)
+        return usage_error("expire needs --retain-full N and/or --retain-days D%s", "");
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    opts.now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    opts.grace_s = grace;
+    if (open_repo(cfg, &r, &err) != 0)
+        return fail(&err);
+    json_t *report;
+    int rc = expire_run(r, &opts, &report, &err);
+    repo_close(r);
+    if (rc)
+        return fail(&err);
+    print_expired(report);
+    json_decref(report);
+    return EXIT_OK;
+}
+
 int commands_run(const struct config *cfg)
 {
     static const struct {
@@ -357,7 +426,7 @@ int commands_run(const struct config *cfg)
     } table[] = {
         {"keygen", cmd_keygen},     {"init", cmd_init},       {"wal-push", cmd_wal_push},
         {"wal-fetch", cmd_wal_fetch}, {"backup", cmd_backup}, {"restore", cmd_restore},
-        {"list", cmd_list},         {"verify", cmd_verify},
+        {"list", cmd_list},         {"verify", cmd_verify},   {"expire", cmd_expire},
     };
     for (size_t i = 0; i < sizeof table / sizeof *table; i++)
         if (strcmp(cfg->command, table[i].name) == 0)

@@ -21,8 +21,23 @@ static const struct opt_def options[OPT_COUNT] = {
     [OPT_LOG_FORMAT] = {"log-format", true, "text", NULL, "text or json"},
     [OPT_S3_ENDPOINT] = {"s3-endpoint", true, NULL, NULL, "S3 endpoint URL"},
     [OPT_S3_REGION] = {"s3-region", true, NULL, NULL, "S3 region"},
-    [OPT_S3_URI_STYLE] = {"s3-uri-style", true, "host", NULL, "path or host"},
+    [OPT_S3_URI_STYLE] = {"s3-uri-style", true, NULL, NULL,
+                          "path or host (default host; path for an IP or localhost endpoint)"},
     [OPT_S3_CA_FILE] = {"s3-ca-file", true, NULL, NULL, "CA bundle for the S3 endpoint"},
+    [OPT_S3_PROFILE] = {"s3-profile", true, NULL, NULL,
+                        "profile in ~/.aws/credentials (default AWS_PROFILE or default)"},
+    [OPT_S3_ACCESS_KEY_ID] = {"s3-access-key-id", true, NULL, NULL,
+                              "S3 access key id (default AWS_ACCESS_KEY_ID)"},
+    [OPT_S3_SECRET_ACCESS_KEY] = {"s3-secret-access-key", true, NULL, NULL,
+                                  "S3 secret key: config file or environment only"},
+    [OPT_S3_SESSION_TOKEN] = {"s3-session-token", true, NULL, NULL,
+                              "S3 session token: config file or environment only"},
+    [OPT_S3_SSE] = {"s3-sse", true, NULL, NULL, "server-side encryption: AES256 or aws:kms"},
+    [OPT_S3_SSE_KMS_KEY_ID] = {"s3-sse-kms-key-id", true, NULL, NULL, "KMS key for aws:kms"},
+    [OPT_S3_RETRY_SECONDS] = {"s3-retry-seconds", true, NULL, NULL,
+                              "give up an S3 request after this long without progress (60)"},
+    [OPT_S3_STALL_SECONDS] = {"s3-stall-seconds", true, NULL, NULL,
+                              "retry an S3 transfer idle this long (30)"},
     [OPT_ARCHIVE_TIMEOUT] = {"archive-timeout", true, "300", "backup",
                              "seconds to wait for the WAL a backup needs to be archived"},
     [OPT_SOURCE] = {"source", true, "auto", "backup", "local, stream or auto"},
@@ -30,8 +45,12 @@ static const struct opt_def options[OPT_COUNT] = {
     [OPT_SPOOL_DIR] = {"spool-dir", true, NULL, "wal-fetch",
                        "where prefetched segments wait (default: beside DEST)"},
     [OPT_OUT] = {"out", true, NULL, "keygen", "key file to write"},
-    [OPT_FULL] = {"full", false, NULL, "backup", "take a full backup"},
-    [OPT_INCREMENTAL] = {"incremental", false, NULL, "backup", "take an incremental backup"},
+    [OPT_FULL] = {"full", false, NULL, "backup",
+                  "take a full backup (default: incremental when a parent exists)"},
+    [OPT_INCREMENTAL] = {"incremental", false, NULL, "backup",
+                         "store only what changed since the parent backup"},
+    [OPT_PARENT] = {"parent", true, NULL, "backup",
+                    "parent of an incremental (default: the newest on the timeline)"},
     [OPT_TO] = {"to", true, NULL, "restore", "empty directory to restore into"},
     [OPT_BACKUP] = {"backup", true, NULL, "restore verify", "backup id"},
     [OPT_TARGET_TIME] = {"target-time", true, NULL, "restore", "recover to this time"},
@@ -41,6 +60,13 @@ static const struct opt_def options[OPT_COUNT] = {
     [OPT_TABLESPACE_MAP] = {"tablespace-map", true, NULL, "restore",
                             "OID=DIR or OLD_DIR=DIR, repeatable: relocate a tablespace"},
     [OPT_JSON] = {"json", false, NULL, "list", "print JSON"},
+    [OPT_RETAIN_FULL] = {"retain-full", true, NULL, "expire",
+                         "keep the newest N full backups and all backups after them"},
+    [OPT_RETAIN_DAYS] = {"retain-days", true, NULL, "expire",
+                         "keep what restores to any time in the last D days"},
+    [OPT_DRY_RUN] = {"dry-run", false, NULL, "expire", "list what would be removed, remove nothing"},
+    [OPT_GC_GRACE] = {"gc-grace", true, "86400", "expire",
+                      "seconds: packs of backups started this recently are never collected"},
     [OPT_HELP] = {"help", false, NULL, NULL, "show help"},
     [OPT_VERSION] = {"version", false, NULL, NULL, "show the version"},
 };
@@ -118,6 +144,11 @@ static int parse_flags(int argc, char **argv, struct config *cfg, wv_err_t *err)
             return wv_err_set(err, WV_EUSAGE, "%s option: %s (see walvault --help)",
                               c == ':' ? "missing value for" : "unknown", argv[optind - 1]);
         enum opt_id id = (enum opt_id)(c - 1000);
+        if (id == OPT_S3_SECRET_ACCESS_KEY || id == OPT_S3_SESSION_TOKEN)
+            return wv_err_set(err, WV_EUSAGE,
+                              "--%s is not taken on the command line, where other users can "
+                              "read it: put it in the config file or the environment",
+                              options[id].name);
         if (id == OPT_TABLESPACE_MAP) {
             int rc = add_map(cfg, optarg, err);
             if (rc)

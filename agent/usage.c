@@ -9,8 +9,8 @@ static const struct {
 } commands[] = {
     {"keygen", "keygen --out FILE            write a new repository key (mode 0600)"},
     {"init", "init                         create the repository (idempotent)"},
-    {"backup", "backup [--full] [--source local|stream|auto] [--pgdata DIR]\n"
-               "                               full base backup; prints the backup id"},
+    {"backup", "backup [--full|--incremental [--parent ID]] [--source local|stream|auto]\n"
+               "                               base backup; prints the backup id"},
     {"wal-push", "wal-push PATH                archive one WAL file (archive_command)"},
     {"wal-fetch", "wal-fetch NAME DEST          fetch one WAL file (restore_command); exit 1 "
                   "when absent"},
@@ -18,6 +18,8 @@ static const struct {
                 "                               restore a backup and set up recovery"},
     {"list", "list [--json]                backups and WAL ranges"},
     {"verify", "verify [--backup ID]         read and check every object, WAL continuity"},
+    {"expire", "expire [--retain-full N] [--retain-days D] [--dry-run]\n"
+               "                               apply retention, collect WAL and packs"},
 };
 
 bool usage_known_command(const char *command)

@@ -98,21 +98,104 @@ static int wait_for_archive(repo_t *r, const struct backup_result *res, int time
     }
 }
 
-static json_t *file_json(const struct bfile *f)
+/* Packs the manifest names: only those its references use, renumbered in order. An
+ * incremental starts from its parent's whole list; packs no longer referenced drop out. */
+struct pack_map {
+    uint32_t *to; /* old number -> new number */
+    bool *used;
+    size_t count;
+};
+
+static uint64_t file_size_now(const struct bfile *f)
+{
+    return f->got_size && f->got_size < f->size ? f->got_size : f->size;
+}
+
+static int map_packs(struct backup_ctx *c, struct pack_map *m, json_t **packs)
+{
+    m->count = json_array_size(c->packs);
+    m->to = calloc(m->count + 1, sizeof *m->to);
+    m->used = calloc(m->count + 1, sizeof *m->used);
+    *packs = json_array();
+    if (!m->to || !m->used || !*packs)
+        return -1;
+    for (size_t i = 0; i < c->nfiles; i++) {
+        const struct bfile *f = &c->files[i];
+        for (size_t s = 0; !f->vanished && s < f->nslots; s++)
+            for (uint32_t k = 0; k < f->slots[s].count; k++)
+                m->used[f->slots[s].refs[k].pack] = true;
+    }
+    uint32_t next = 0;
+    for (size_t i = 0; i < m->count; i++)
+        if (m->used[i]) {
+            m->to[i] = next++;
+            json_array_append(*packs, json_array_get(c->packs, i));
+        }
+    return 0;
+}
+
+static json_t *blocks_json(const struct bfile *f, const struct pack_map *m, uint64_t size)
+{
+    json_t *blocks = json_array();
+    for (size_t s = 0; s < f->nslots; s++)
+        for (uint32_t k = 0; k < f->slots[s].count; k++) {
+            struct block_ref r = f->slots[s].refs[k];
+            if (r.file_offset >= size)
+                continue;
+            if (r.file_offset + r.plain_len > size)
+                r.plain_len = (uint32_t)(size - r.file_offset);
+            r.pack = m->to[r.pack];
+            json_array_append_new(blocks, manifest_block_json(&r));
+        }
+    return blocks;
+}
+
+/* Keyed hashes of the blocks of files outside relation storage: what the next incremental
+ * compares with. */
+static json_t *hashes_json(const struct bfile *f)
+{
+    if (f->relation || f->nslots == 0)
+        return NULL;
+    json_t *hashes = json_array();
+    for (size_t s = 0; s < f->nslots && f->slots[s].hashed; s++) {
+        char hex[SEAL_HASH_BYTES * 2 + 1];
+        sodium_bin2hex(hex, sizeof hex, f->slots[s].hash, SEAL_HASH_BYTES);
+        json_array_append_new(hashes, json_string(hex));
+    }
+    return hashes;
+}
+
+static json_t *file_json(const struct bfile *f, const struct pack_map *m)
 {
     if (f->type == BFILE_DIR)
         return json_pack("{s:s, s:s, s:i}", "path", f->path, "type", "dir", "mode", (int)f->mode);
     if (f->type == BFILE_LINK)
         return json_pack("{s:s, s:s, s:s}", "path", f->path, "type", "link", "target",
                          f->target ? f->target : "");
-    uint64_t size = f->got_size && f->got_size < f->size ? f->got_size : f->size;
-    json_t *blocks = json_array();
-    for (size_t i = 0; i < f->slots; i++)
-        if (f->blocks[i].plain_len > 0 && f->blocks[i].file_offset < size)
-            json_array_append_new(blocks, manifest_block_json(&f->blocks[i]));
-    return json_pack("{s:s, s:s, s:i, s:I, s:I, s:o}", "path", f->path, "type", "file", "mode",
-                     (int)f->mode, "size", (json_int_t)size, "mtime", (json_int_t)f->mtime,
-                     "blocks", blocks);
+    uint64_t size = file_size_now(f);
+    json_t *j = json_pack("{s:s, s:s, s:i, s:I, s:I, s:o}", "path", f->path, "type", "file", "mode",
+                          (int)f->mode, "size", (json_int_t)size, "mtime", (json_int_t)f->mtime,
+                          "blocks", blocks_json(f, m, size));
+    json_t *hashes = hashes_json(f);
+    if (j && hashes)
+        json_object_set_new(j, "hashes", hashes);
+    if (j && f->ino)
+        json_object_set_new(j, "ino", json_integer((json_int_t)f->ino));
+    return j;
+}
+
+static json_t *files_json(struct backup_ctx *c, const struct pack_map *m, uint64_t *db_bytes)
+{
+    json_t *files = json_array();
+    *db_bytes = 0;
+    for (size_t i = 0; i < c->nfiles; i++) {
+        if (c->files[i].vanished)
+            continue;
+        json_t *f = file_json(&c->files[i], m);
+        *db_bytes += (uint64_t)json_integer_value(json_object_get(f, "size"));
+        json_array_append_new(files, f);
+    }
+    return files;
 }
 
 static json_t *build_manifest(struct backup_ctx *c, const struct backup_result *res,
@@ -122,26 +205,30 @@ static json_t *build_manifest(struct backup_ctx *c, const struct backup_result *
     wal_lsn_format(res->start_lsn, start);
     wal_lsn_format(res->stop_lsn, stop);
     snprintf(sysid, sizeof sysid, "%" PRIu64, res->system_identifier);
-    json_t *files = json_array();
-    uint64_t db_bytes = 0;
-    for (size_t i = 0; i < c->nfiles; i++) {
-        if (c->files[i].vanished)
-            continue;
-        json_t *f = file_json(&c->files[i]);
-        db_bytes += (uint64_t)json_integer_value(json_object_get(f, "size"));
-        json_array_append_new(files, f);
+    struct pack_map map = {0};
+    json_t *packs = NULL;
+    uint64_t db_bytes;
+    json_t *m = NULL;
+    if (map_packs(c, &map, &packs) == 0) {
+        json_t *files = files_json(c, &map, &db_bytes);
+        m = json_pack(
+            "{s:i, s:s, s:s, s:s, s:s?, s:s, s:i, s:I, s:I, s:s, s:s, s:I, s:I, s:s, s:s, s:O, "
+            "s:o, s:o, s:I, s:I, s:I, s:O}",
+            "format", MANIFEST_FORMAT, "id", c->id, "node", repo_node(c->r), "type",
+            c->parent ? "incr" : "full", "parent",
+            c->parent ? json_string_value(json_object_get(c->parent, "id")) : NULL,
+            "system_identifier", sysid, "pg_version", res->pg_version, "wal_seg_size",
+            (json_int_t)res->wal_seg_size, "timeline", (json_int_t)res->timeline, "start_lsn",
+            start, "stop_lsn", stop, "start_time", (json_int_t)start_time, "stop_time",
+            (json_int_t)stop_time, "backup_label", res->backup_label, "source", res->source,
+            "tablespaces", res->tablespaces, "packs", packs, "files", files, "db_bytes",
+            (json_int_t)db_bytes, "stored_bytes", (json_int_t)c->stored_bytes, "new_bytes",
+            (json_int_t)c->new_bytes, "checksum_failures", c->checksum_failures);
+        packs = NULL;
     }
-    json_t *m = json_pack(
-        "{s:i, s:s, s:s, s:s, s:n, s:s, s:i, s:I, s:I, s:s, s:s, s:I, s:I, s:s, s:s, s:O, s:O, "
-        "s:o, "
-        "s:I, s:I, s:O}",
-        "format", MANIFEST_FORMAT, "id", c->id, "node", repo_node(c->r), "type", "full", "parent",
-        "system_identifier", sysid, "pg_version", res->pg_version, "wal_seg_size",
-        (json_int_t)res->wal_seg_size, "timeline", (json_int_t)res->timeline, "start_lsn", start,
-        "stop_lsn", stop, "start_time", (json_int_t)start_time, "stop_time", (json_int_t)stop_time,
-        "backup_label", res->backup_label, "source", res->source, "tablespaces", res->tablespaces,
-        "packs", c->packs, "files", files, "db_bytes", (json_int_t)db_bytes, "stored_bytes",
-        (json_int_t)c->stored_bytes, "checksum_failures", c->checksum_failures);
+    json_decref(packs);
+    free(map.to);
+    free(map.used);
     if (m)
         json_object_set_new(m, "tablespace_map",
                             res->tablespace_map ? json_string(res->tablespace_map) : json_null());
@@ -200,6 +287,73 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int current_timeline(PGconn *conn, uint32_t *tli, wv_err_t *err)
+{
+    char v[64];
+    int rc = query_one(conn, "SELECT timeline_id FROM pg_control_checkpoint()", v, sizeof v, err);
+    *tli = (uint32_t)strtoul(v, NULL, 10);
+    return rc;
+}
+
+/* The newest finished backup of the node on the server's current timeline. */
+static int newest_on_timeline(repo_t *r, uint32_t tli, char *id, size_t len, wv_err_t *err)
+{
+    struct manifest_summary *all;
+    size_t n;
+    int rc = catalog_backups(r, &all, &n, err);
+    if (rc)
+        return rc;
+    id[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (all[i].timeline == tli)
+            snprintf(id, len, "%s", all[i].id);
+    free(all);
+    return 0;
+}
+
+/* Page LSNs tell changed pages apart only when every first change after a checkpoint writes
+ * a full-page image (see incremental.c). */
+static int incremental_allowed(PGconn *conn, bool *ok, wv_err_t *err)
+{
+    char v[16];
+    int rc = query_one(conn, "SHOW full_page_writes", v, sizeof v, err);
+    *ok = rc == 0 && strcmp(v, "on") == 0;
+    return rc;
+}
+
+static int choose_parent(repo_t *r, PGconn *conn, const struct backup_opts *o, char *parent,
+                         size_t len, wv_err_t *err)
+{
+    parent[0] = '\0';
+    if (o->mode == BACKUP_MODE_FULL)
+        return 0;
+    uint32_t tli;
+    bool fpw;
+    int rc = current_timeline(conn, &tli, err);
+    if (rc == 0)
+        rc = incremental_allowed(conn, &fpw, err);
+    if (rc == 0 && o->parent_id)
+        snprintf(parent, len, "%s", o->parent_id);
+    else if (rc == 0)
+        rc = newest_on_timeline(r, tli, parent, len, err);
+    if (rc)
+        return rc;
+    if (o->mode == BACKUP_MODE_INCREMENTAL && !parent[0])
+        return wv_err_set(err, WV_EUSAGE,
+                          "no backup of node \"%s\" on timeline %u to base an incremental on; "
+                          "take a full backup first (backup --full)",
+                          repo_node(r), tli);
+    if (parent[0] && !fpw) {
+        if (o->mode == BACKUP_MODE_INCREMENTAL)
+            return wv_err_set(err, WV_EUSAGE,
+                              "incremental backups need full_page_writes = on; "
+                              "turn it on or take a full backup (backup --full)");
+        log_warn("full_page_writes is off: taking a full backup instead of an incremental");
+        parent[0] = '\0';
+    }
+    return 0;
+}
+
 static int take_backup(repo_t *r, PGconn *conn, const struct backup_opts *o, char *id_out,
                        wv_err_t *err)
 {
@@ -216,6 +370,12 @@ static int take_backup(repo_t *r, PGconn *conn, const struct backup_opts *o, cha
                                 .wal_seg_size = info.wal_seg_size};
     if ((rc = backup_ctx_init(&c, r, o, err)) != 0)
         return rc;
+    char parent[64];
+    if ((rc = choose_parent(r, conn, o, parent, sizeof parent, err)) != 0 ||
+        (parent[0] && (rc = backup_load_parent(&c, parent, err)) != 0)) {
+        backup_ctx_free(&c);
+        return rc;
+    }
     time_t start_time = time(NULL);
     new_backup_id(start_time, c.id, sizeof c.id);
     c.check_pages = info.data_checksums;

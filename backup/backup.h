@@ -17,11 +17,15 @@ struct progress_sink {
 };
 
 enum backup_source { BACKUP_SOURCE_AUTO, BACKUP_SOURCE_LOCAL, BACKUP_SOURCE_STREAM };
+/* AUTO: incremental when the node has a backup on the current timeline, else full. */
+enum backup_mode { BACKUP_MODE_AUTO, BACKUP_MODE_FULL, BACKUP_MODE_INCREMENTAL };
 
 struct backup_opts {
     const char *pg_conninfo; /* NULL or "": libpq's environment */
     const char *pgdata;      /* local source: the data directory (default: asked from the server) */
     enum backup_source source;
+    enum backup_mode mode;
+    const char *parent_id; /* incremental: this parent instead of the newest backup */
     int jobs;
     int archive_timeout_s; /* wait this long for the WAL up to the stop LSN to be archived */
     struct progress_sink progress;
@@ -54,6 +58,17 @@ int restore_run(repo_t *r, const struct restore_opts *opts, char *id_out, wv_err
 int catalog_backups(repo_t *r, struct manifest_summary **out, size_t *count, wv_err_t *err);
 /* {"node":..., "backups":[...], "wal":[{"timeline":1,"ranges":[{"first":..,"last":..}]}]} */
 int catalog_describe(repo_t *r, json_t **out, wv_err_t *err);
+
+struct expire_opts {
+    int retain_full;
+    int retain_days;
+    bool dry_run;
+    int64_t grace_s; /* packs of backups started this recently are never collected */
+    int64_t now_ms;
+};
+/* Applies retention and collects garbage; *report lists what went (or would go, dry run):
+ * {"backups": [keys], "packs": [keys], "wal": [keys], "backups_kept": n, "dry_run": b}. */
+int expire_run(repo_t *r, const struct expire_opts *opts, json_t **report, wv_err_t *err);
 
 struct verify_opts {
     const char *backup_id; /* NULL: every backup */

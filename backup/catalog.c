@@ -3,6 +3,7 @@
  * consecutive segments per timeline. Everything here reads; nothing writes. */
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,53 +22,168 @@ void restore_plan_init(struct restore_plan *p, size_t max_read)
 
 void restore_plan_free(struct restore_plan *p)
 {
-    free(p->items);
-    p->items = NULL;
-    p->count = p->cap = 0;
+    free(p->pieces);
+    free(p->reads);
+    p->pieces = NULL;
+    p->reads = NULL;
+    p->npieces = p->pieces_cap = p->count = p->cap = 0;
 }
 
-bool restore_plan_extends(const struct restore_plan *p, const struct restore_item *cur,
-                          const struct block_ref *b)
+/* items (of `size` bytes each, `count` used of *cap) with room for one more: the same
+ * pointer, a larger copy, or NULL when out of memory (items is then left as it was). */
+static void *plan_grow(void *items, size_t *cap, size_t count, size_t size)
 {
-    return cur->pack == b->pack && cur->offset + cur->len == b->offset &&
-           cur->len + b->sealed_len <= p->max_read;
-}
-
-static int plan_grow(struct restore_plan *p, wv_err_t *err)
-{
-    if (p->count < p->cap)
-        return 0;
-    size_t cap = p->cap ? p->cap * 2 : 256;
-    struct restore_item *items = realloc(p->items, cap * sizeof *items);
-    if (!items)
-        return wv_err_set(err, WV_EFAIL, "out of memory planning the restore");
-    p->items = items;
-    p->cap = cap;
-    return 0;
+    if (items && count < *cap)
+        return items;
+    size_t n = *cap ? *cap * 2 : 256;
+    void *p = n <= SIZE_MAX / size ? realloc(items, n * size) : NULL;
+    if (p)
+        *cap = n;
+    return p;
 }
 
 int restore_plan_add(struct restore_plan *p, size_t file, size_t block, const struct block_ref *b,
                      wv_err_t *err)
 {
+    if (file > UINT32_MAX || block > UINT32_MAX)
+        return wv_err_set(err, WV_ECORRUPT, "manifest has too many files or blocks");
+    struct restore_piece *pieces =
+        plan_grow(p->pieces, &p->pieces_cap, p->npieces, sizeof *p->pieces);
+    if (!pieces)
+        return wv_err_set(err, WV_EFAIL, "out of memory planning the restore");
+    p->pieces = pieces;
+    p->pieces[p->npieces++] = (struct restore_piece){.offset = b->offset,
+                                                     .file_offset = b->file_offset,
+                                                     .file = (uint32_t)file,
+                                                     .block = (uint32_t)block,
+                                                     .pack = b->pack,
+                                                     .frame = b->frame,
+                                                     .sealed_len = b->sealed_len,
+                                                     .skip = b->skip,
+                                                     .plain_len = b->plain_len};
     p->total_plain += b->plain_len;
-    if (p->count > 0 && restore_plan_extends(p, &p->items[p->count - 1], b)) {
-        struct restore_item *cur = &p->items[p->count - 1];
-        cur->count++;
-        cur->len += b->sealed_len;
-        cur->plain += b->plain_len;
+    return 0;
+}
+
+static int order(uint64_t a, uint64_t b)
+{
+    return (a > b) - (a < b);
+}
+
+/* Where the frame lies, then where in it; file and offset only make the order total. */
+static int compare_pieces(const void *a, const void *b)
+{
+    const struct restore_piece *x = a, *y = b;
+    int c = order(x->pack, y->pack);
+    c = c ? c : order(x->offset, y->offset);
+    c = c ? c : order(x->skip, y->skip);
+    c = c ? c : order(x->file, y->file);
+    return c ? c : order(x->file_offset, y->file_offset);
+}
+
+const char *restore_file_path(json_t *files, size_t i)
+{
+    const char *p = json_string_value(json_object_get(json_array_get(files, i), "path"));
+    return p ? p : "(unnamed)";
+}
+
+static const char *pack_name(json_t *packs, uint32_t pack)
+{
+    const char *p = json_string_value(json_array_get(packs, pack));
+    return p ? p : "(unnamed)";
+}
+
+static int piece_problem(const struct restore_piece *q, json_t *files, json_t *packs,
+                         const char *why, wv_err_t *err)
+{
+    return wv_err_set(err, WV_ECORRUPT,
+                      "manifest entry %s: block %" PRIu32 " %s (frame %" PRIu32 " at %" PRIu64
+                      " of pack %s)",
+                      restore_file_path(files, q->file), q->block, why, q->frame, q->offset,
+                      pack_name(packs, q->pack));
+}
+
+/* Sorted pieces that name one frame must agree on it; distinct frames must not overlap. */
+static int check_neighbours(const struct restore_piece *prev, const struct restore_piece *q,
+                            json_t *files, json_t *packs, wv_err_t *err)
+{
+    if (prev->pack != q->pack)
         return 0;
-    }
-    int rc = plan_grow(p, err);
+    if (prev->offset == q->offset && (prev->frame != q->frame || prev->sealed_len != q->sealed_len))
+        return piece_problem(q, files, packs, "names a frame another reference names otherwise",
+                             err);
+    if (prev->offset != q->offset && q->offset < prev->offset + prev->sealed_len)
+        return piece_problem(q, files, packs, "names a frame that overlaps another", err);
+    return 0;
+}
+
+static int plan_new_read(struct restore_plan *p, size_t first, wv_err_t *err)
+{
+    struct restore_read *reads = plan_grow(p->reads, &p->cap, p->count, sizeof *p->reads);
+    if (!reads)
+        return wv_err_set(err, WV_EFAIL, "out of memory planning the restore");
+    p->reads = reads;
+    const struct restore_piece *q = &p->pieces[first];
+    p->reads[p->count++] = (struct restore_read){
+        .first = first, .pack = q->pack, .offset = q->offset, .len = q->sealed_len};
+    return 0;
+}
+
+/* A piece joins the read before it when it shares that read's last frame (always: a frame
+ * is read and opened once), or when its frame follows that read's last one directly and the
+ * read stays within max_read. */
+static int plan_place(struct restore_plan *p, size_t i, json_t *files, json_t *packs, wv_err_t *err)
+{
+    const struct restore_piece *q = &p->pieces[i];
+    const struct restore_piece *prev = i ? &p->pieces[i - 1] : NULL;
+    struct restore_read *cur = p->count ? &p->reads[p->count - 1] : NULL;
+    if (q->sealed_len > p->max_read)
+        return piece_problem(q, files, packs, "names a frame larger than a read", err);
+    int rc = prev ? check_neighbours(prev, q, files, packs, err) : 0;
     if (rc)
         return rc;
-    p->items[p->count++] = (struct restore_item){.file = file,
-                                                 .block = block,
-                                                 .count = 1,
-                                                 .pack = b->pack,
-                                                 .offset = b->offset,
-                                                 .len = b->sealed_len,
-                                                 .plain = b->plain_len};
+    bool same_frame = cur && prev && prev->pack == q->pack && prev->offset == q->offset;
+    if (!same_frame) {
+        if (cur && cur->pack == q->pack && cur->offset + cur->len == q->offset &&
+            cur->len + q->sealed_len <= p->max_read) {
+            cur->len += q->sealed_len;
+        } else {
+            if ((rc = plan_new_read(p, i, err)) != 0)
+                return rc;
+            cur = &p->reads[p->count - 1];
+        }
+        cur->frames++;
+        p->total_frames++;
+    }
+    cur->count++;
+    cur->plain += q->plain_len;
     return 0;
+}
+
+int restore_plan_finish(struct restore_plan *p, json_t *files, json_t *packs, wv_err_t *err)
+{
+    p->count = 0;
+    p->total_frames = 0;
+    if (!p->pieces) /* no reference at all */
+        return 0;
+    qsort(p->pieces, p->npieces, sizeof *p->pieces, compare_pieces);
+    for (size_t i = 0; i < p->npieces; i++) {
+        int rc = plan_place(p, i, files, packs, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int restore_piece_check(const struct restore_piece *q, size_t frame_plain, json_t *files,
+                        json_t *packs, wv_err_t *err)
+{
+    if ((uint64_t)q->skip + q->plain_len <= frame_plain)
+        return 0;
+    char why[96];
+    snprintf(why, sizeof why, "takes bytes %" PRIu32 "..%" PRIu64 " of a frame of %zu bytes",
+             q->skip, (uint64_t)q->skip + q->plain_len, frame_plain);
+    return piece_problem(q, files, packs, why, err);
 }
 
 json_t *restore_file_blocks(json_t *files, size_t i)
@@ -99,6 +215,8 @@ int restore_ref_decode(json_t *v, struct block_ref *b)
     return manifest_block_decode(v, b);
 }
 
+/* Checked in manifest order, before sorting mixes the files: a file's references ascend
+ * and do not overlap. */
 static int check_block(const char *path, size_t i, const struct block_ref *b, size_t npacks,
                        uint64_t size, uint64_t *next, wv_err_t *err)
 {
@@ -107,7 +225,9 @@ static int check_block(const char *path, size_t i, const struct block_ref *b, si
         why = "names no pack of the manifest";
     else if (b->sealed_len < SEAL_FRAME_OVERHEAD || b->sealed_len > RESTORE_FRAME_MAX)
         why = "has an impossible sealed length";
-    else if (b->plain_len > SEAL_CHUNK_MAX || b->file_offset + b->plain_len > size)
+    else if ((uint64_t)b->skip + b->plain_len > SEAL_CHUNK_MAX)
+        why = "reaches beyond the end of any frame";
+    else if (b->file_offset + b->plain_len > size)
         why = "lies beyond the end of its file";
     else if (b->file_offset < *next)
         why = "overlaps the block before it";
@@ -143,21 +263,36 @@ static int plan_file(struct restore_plan *p, json_t *files, size_t fi, size_t np
     return 0;
 }
 
+/* The pieces array is sized once, to the number of references. */
+static int plan_reserve(struct restore_plan *p, json_t *files, wv_err_t *err)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size(files); i++)
+        n += json_array_size(restore_file_blocks(files, i));
+    if (n == 0)
+        return 0;
+    p->pieces = n <= SIZE_MAX / sizeof *p->pieces ? malloc(n * sizeof *p->pieces) : NULL;
+    if (!p->pieces)
+        return wv_err_set(err, WV_EFAIL, "out of memory planning the restore of %zu blocks", n);
+    p->pieces_cap = n;
+    return 0;
+}
+
 int restore_plan_build(json_t *manifest, struct restore_plan *p, wv_err_t *err)
 {
     json_t *files = json_object_get(manifest, "files");
-    size_t npacks = json_array_size(json_object_get(manifest, "packs"));
+    json_t *packs = json_object_get(manifest, "packs");
     restore_plan_init(p, RESTORE_READ_MAX);
     if (!json_is_array(files))
         return wv_err_set(err, WV_ECORRUPT, "manifest has no file list");
-    for (size_t i = 0; i < json_array_size(files); i++) {
-        int rc = plan_file(p, files, i, npacks, err);
-        if (rc) {
-            restore_plan_free(p);
-            return rc;
-        }
-    }
-    return 0;
+    int rc = plan_reserve(p, files, err);
+    for (size_t i = 0; rc == 0 && i < json_array_size(files); i++)
+        rc = plan_file(p, files, i, json_array_size(packs), err);
+    if (rc == 0)
+        rc = restore_plan_finish(p, files, packs, err);
+    if (rc)
+        restore_plan_free(p);
+    return rc;
 }
 
 /* ---- backups ---- */
@@ -566,12 +701,15 @@ static json_t *backup_json(const struct manifest_summary *s)
     wal_lsn_format(s->stop_lsn, stop);
     iso_time(s->start_time, t0);
     iso_time(s->stop_time, t1);
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:I}", "id", s->id, "type",
-                     s->type, "timeline", (json_int_t)s->timeline, "start_lsn", start, "stop_lsn",
-                     stop, "start_time", (json_int_t)s->start_time, "stop_time",
+    /* new_share: the part of the database this backup stored itself rather than referenced */
+    return json_pack("{s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:f}",
+                     "id", s->id, "type", s->type, "parent", s->parent[0] ? s->parent : NULL,
+                     "timeline", (json_int_t)s->timeline, "start_lsn", start, "stop_lsn", stop,
+                     "start_time", (json_int_t)s->start_time, "stop_time",
                      (json_int_t)s->stop_time, "start_time_text", t0, "stop_time_text", t1,
                      "db_bytes", (json_int_t)s->db_bytes, "stored_bytes",
-                     (json_int_t)s->stored_bytes);
+                     (json_int_t)s->stored_bytes, "new_bytes", (json_int_t)s->new_bytes,
+                     "new_share", s->db_bytes ? (double)s->new_bytes / (double)s->db_bytes : 0.0);
 }
 
 static json_t *timeline_json(const struct wal_timeline *t, uint32_t seg_size)

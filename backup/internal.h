@@ -22,6 +22,27 @@
 
 enum bfile_type { BFILE_FILE, BFILE_DIR, BFILE_LINK };
 
+/* The references of one BACKUP_BLOCK_SIZE block of a file, in file order: one for a block
+ * stored whole, several for an incremental block that mixes new pages with a parent's, none
+ * for a hole. Files outside relation storage also keep the block's keyed hash, which is how
+ * the next incremental tells whether the block changed. */
+struct block_slot {
+    struct block_ref *refs;
+    uint32_t count;
+    bool hashed;
+    uint8_t hash[SEAL_HASH_BYTES];
+};
+
+/* What the parent backup holds of the same path, decoded once per file. */
+struct parent_file {
+    uint64_t size;
+    uint64_t ino;
+    struct block_ref *refs;
+    size_t nrefs;
+    uint8_t (*hashes)[SEAL_HASH_BYTES];
+    size_t nhashes;
+};
+
 struct bfile {
     char *path;   /* relative to the data directory, as the manifest names it */
     char *source; /* local source: absolute path to read */
@@ -33,8 +54,10 @@ struct bfile {
     uint64_t got_size; /* bytes actually read: a live file may shrink */
     bool relation;     /* a relation segment whose pages carry checksums */
     uint32_t first_block; /* absolute block number of the file's first page */
-    struct block_ref *blocks; /* one slot per BACKUP_BLOCK_SIZE; plain_len 0 = hole */
-    size_t slots;
+    uint64_t ino;             /* local source: inode, to notice a file recreated under one name */
+    struct block_slot *slots; /* one per BACKUP_BLOCK_SIZE */
+    size_t nslots;
+    struct parent_file *parent; /* NULL: stored whole (full backup, or new since the parent) */
     bool vanished;
 };
 
@@ -45,10 +68,16 @@ struct backup_ctx {
     wal_lsn_t start_lsn;
     bool check_pages;
 
+    /* Incremental backups: the parent's manifest, its files by path, its start LSN. */
+    json_t *parent;
+    json_t *parent_files;
+    wal_lsn_t parent_start_lsn;
+
     pthread_mutex_t lock; /* guards the fields below */
     json_t *packs;        /* pack ids in order of creation */
     json_t *checksum_failures;
     uint64_t stored_bytes;
+    uint64_t new_bytes; /* plaintext this backup stored itself, not referenced */
     uint64_t done_bytes;
     uint64_t total_bytes;
 
@@ -61,8 +90,8 @@ int backup_ctx_init(struct backup_ctx *c, repo_t *r, const struct backup_opts *o
 void backup_ctx_free(struct backup_ctx *c);
 /* Appends a file entry (copies strings) and returns its index, or -1. */
 long backup_add_file(struct backup_ctx *c, const struct bfile *f);
-/* Sizes the block slots of a file from its expected size. */
-int backup_file_alloc_slots(struct bfile *f, wv_err_t *err);
+/* Sizes the block slots of a file from its expected size, and finds what its parent held. */
+int backup_file_prepare(struct backup_ctx *c, struct bfile *f, wv_err_t *err);
 /* Relation files: "base/<db>/<rel>[_fork][.seg]", "global/...", and the same under a
  * tablespace. Sets relation and first_block. */
 void backup_classify_file(struct bfile *f);
@@ -77,6 +106,7 @@ struct pack_writer {
     int seq;
     storage_writer_t *sw;
     char key[REPO_KEY_MAX]; /* the open pack's object name */
+    void *plan;             /* incremental.c's per-worker scratch */
     uint32_t pack;
     uint32_t frame;
     uint64_t offset;
@@ -84,9 +114,25 @@ struct pack_writer {
 };
 
 void pack_writer_init(struct pack_writer *w, struct backup_ctx *c, int worker);
-/* Seals one block of file f at file_offset; all-zero blocks are left as holes. */
-int pack_writer_add_block(struct pack_writer *w, struct bfile *f, uint64_t file_offset,
-                          const uint8_t *data, size_t len, wv_err_t *err);
+/* Seals plain[0..len) as the next frame of the writer's pack; fills pack, frame, offset and
+ * sealed_len of *out. */
+int pack_writer_seal(struct pack_writer *w, const uint8_t *plain, size_t len,
+                     struct block_ref *out, wv_err_t *err);
+/* Stores one block of file f at file_offset (len <= BACKUP_BLOCK_SIZE, at a block boundary):
+ * whole, or, in an incremental, only what changed since the parent. All-zero pages and
+ * blocks are holes. */
+int backup_store_block(struct pack_writer *w, struct bfile *f, uint64_t file_offset,
+                       const uint8_t *data, size_t len, wv_err_t *err);
+int backup_slot_append(struct bfile *f, size_t slot, const struct block_ref *ref, wv_err_t *err);
+
+/* Incremental backups (incremental.c). */
+int backup_load_parent(struct backup_ctx *c, const char *parent_id, wv_err_t *err);
+void backup_free_parent(struct backup_ctx *c);
+/* Sets f->parent when the parent backup holds the same file, and it is not to be re-stored
+ * whole (recreated, or its references too scattered). */
+int backup_find_parent_file(struct backup_ctx *c, struct bfile *f, wv_err_t *err);
+void backup_free_parent_file(struct parent_file *p);
+void backup_free_block_plan(void *plan);
 int pack_writer_finish(struct pack_writer *w, wv_err_t *err);
 void pack_writer_abort(struct pack_writer *w);
 

@@ -1,6 +1,7 @@
-/* What restore.c, catalog.c and verify.c share inside backup/: choosing a backup for a
- * recovery target, the plan of coalesced range reads that fetches a backup's blocks (restore
- * writes them, verify only opens them), and the archived WAL ranges of a node. */
+/* What restore.c, restore_fetch.c, catalog.c and verify.c share inside backup/: choosing a
+ * backup for a recovery target, the plan of coalesced range reads that fetches a backup's
+ * blocks (restore writes them, verify only opens them), and the archived WAL ranges of a
+ * node. */
 #ifndef WALVAULT_BACKUP_INTERNAL_RESTORE_H
 #define WALVAULT_BACKUP_INTERNAL_RESTORE_H
 
@@ -81,45 +82,77 @@ void wal_catalog_free(struct wal_catalog *c);
 /* The largest frame the sealer writes: a stored (uncompressed) full chunk. */
 #define RESTORE_FRAME_MAX (SEAL_CHUNK_MAX + SEAL_FRAME_OVERHEAD)
 
-/* One range read: `count` blocks that lie back to back in one pack, taken in manifest order
- * from block `block` of file `file` on (a run may go on into the following files). */
-struct restore_item {
-    size_t file;
-    size_t block;
+/* One block reference, located: plaintext [skip, skip + plain_len) of frame `frame`, whose
+ * sealed bytes are [offset, offset + sealed_len) of pack `pack`, goes to file_offset of file
+ * `file` (an index into the manifest's "files"; `block` is the reference's index there). */
+struct restore_piece {
+    uint64_t offset;
+    uint64_t file_offset;
+    uint32_t file;
+    uint32_t block;
+    uint32_t pack;
+    uint32_t frame;
+    uint32_t sealed_len;
+    uint32_t skip;
+    uint32_t plain_len;
+};
+
+/* One range read: whole frames that lie back to back in one pack, and the `count` pieces
+ * (from piece `first` on) that take bytes of them. */
+struct restore_read {
+    size_t first;
     size_t count;
     uint32_t pack;
     uint64_t offset;
     uint64_t len;
-    uint64_t plain;
+    uint64_t plain;  /* bytes the pieces write */
+    uint32_t frames; /* distinct frames: each is opened once */
 };
 
+/* Every reference of every file, sorted by where its frame lies, so the references that
+ * share a frame (an incremental's unchanged pages, of one file or several) are neighbours
+ * and one read and one decryption serve them all. The pieces array is O(references), about
+ * 48 bytes each: a 1 TB database at 1 MiB frames is ~1 M references, ~48 MB. */
 struct restore_plan {
-    struct restore_item *items;
-    size_t count, cap;
+    struct restore_piece *pieces;
+    size_t npieces, pieces_cap;
+    struct restore_read *reads;
+    size_t count, cap; /* reads */
     uint64_t total_plain;
+    uint64_t total_frames;
     size_t max_read;
 };
 
 void restore_plan_init(struct restore_plan *p, size_t max_read);
-/* True when b can be read in the same request as the run cur ends with. */
-bool restore_plan_extends(const struct restore_plan *p, const struct restore_item *cur,
-                          const struct block_ref *b);
-/* Appends block `block` of file `file`, extending the last run when it can. */
+/* Appends reference `block` of file `file` as a piece; no read is planned before finish. */
 int restore_plan_add(struct restore_plan *p, size_t file, size_t block, const struct block_ref *b,
                      wv_err_t *err);
+/* Sorts the pieces by (pack, offset, skip) and groups them into reads of at most max_read
+ * bytes; every piece of one frame lands in one read. Frames named two ways (one offset with
+ * two lengths or indexes) or overlapping are WV_ECORRUPT. */
+int restore_plan_finish(struct restore_plan *p, json_t *files, json_t *packs, wv_err_t *err);
 /* The plan of every block of the manifest; checks each reference against its file and the
  * pack list on the way. */
 int restore_plan_build(json_t *manifest, struct restore_plan *p, wv_err_t *err);
 void restore_plan_free(struct restore_plan *p);
+/* Once the frame of piece is open and holds frame_plain bytes: the piece must lie inside. */
+int restore_piece_check(const struct restore_piece *piece, size_t frame_plain, json_t *files,
+                        json_t *packs, wv_err_t *err);
 
 /* The manifest "files" entry i's blocks when it is a regular file, else NULL. */
 json_t *restore_file_blocks(json_t *files, size_t i);
-/* One [pack, frame, offset, sealed_len, file_offset, plain_len] element; -1 when malformed. */
+/* The path of manifest "files" entry i, for messages. */
+const char *restore_file_path(json_t *files, size_t i);
+/* One block reference (six or seven numbers); -1 when malformed. */
 int restore_ref_decode(json_t *v, struct block_ref *b);
 /* A manifest path that stays inside the directory it is restored into. */
 bool restore_path_is_safe(const char *path);
 
-/* ---- fetching a backup's blocks (restore.c) ---- */
+/* ---- fetching a backup's blocks (restore_fetch.c) ---- */
+
+/* Output files held open through a restore, at most this many (and within RLIMIT_NOFILE);
+ * the others are opened by each read that writes them. */
+#define RESTORE_OPEN_FILES_MAX 4096
 
 struct restore_slot {
     uint8_t *read;
@@ -135,11 +168,14 @@ struct restore_fetch {
     json_t *packs;
     const struct restore_plan *plan;
     const char *target_dir;
+    int *fds; /* per manifest file: open for writing, or -1 (target_dir only) */
+    size_t nfiles, nopen, max_open;
     struct restore_slot *slots; /* one per worker: memory stays jobs x RESTORE_READ_MAX */
     size_t nslots;
     pthread_mutex_t lock;
     atomic_uint_fast64_t done_plain;
     atomic_uint_fast64_t read_bytes;
+    atomic_uint_fast64_t frames_opened;
     struct progress_sink progress;
     const char *what;
     double last_progress;
@@ -148,8 +184,13 @@ struct restore_fetch {
 int restore_fetch_init(struct restore_fetch *f, repo_t *r, json_t *manifest,
                        const struct restore_plan *plan, const char *target_dir, int jobs,
                        wv_err_t *err);
-/* A workers_item_fn: runs plan item `index` (ctx is the struct restore_fetch). */
+/* Offers the open, sized output file of manifest entry `file`: true when f keeps it (and
+ * closes it in restore_fetch_close_files), false when the caller should close it. */
+bool restore_fetch_keep_fd(struct restore_fetch *f, size_t file, int fd);
+/* A workers_item_fn: runs plan read `index` (ctx is the struct restore_fetch). */
 int restore_fetch_item(void *ctx, size_t index, wv_err_t *err);
+/* Closes the kept output files; a failed close is a failed write. */
+int restore_fetch_close_files(struct restore_fetch *f, wv_err_t *err);
 void restore_fetch_free(struct restore_fetch *f);
 
 #endif

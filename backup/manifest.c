@@ -21,6 +21,9 @@ int manifest_summary_get(json_t *m, struct manifest_summary *out, wv_err_t *err)
         return wv_err_set(err, WV_ECORRUPT, "manifest without id, type or known format");
     snprintf(out->id, sizeof out->id, "%s", id);
     snprintf(out->type, sizeof out->type, "%s", type);
+    const char *parent = json_string_value(json_object_get(m, "parent"));
+    snprintf(out->parent, sizeof out->parent, "%s", parent ? parent : "");
+    out->new_bytes = (uint64_t)json_integer_value(json_object_get(m, "new_bytes"));
     out->timeline = (uint32_t)json_integer_value(json_object_get(m, "timeline"));
     out->start_time = json_integer_value(json_object_get(m, "start_time"));
     out->stop_time = json_integer_value(json_object_get(m, "stop_time"));

@@ -62,6 +62,7 @@ struct block_ref {
 struct manifest_summary {
     char id[64];
     char type[16];
+    char parent[64]; /* "" for a full backup */
     uint32_t timeline;
     wal_lsn_t start_lsn;
     wal_lsn_t stop_lsn;
@@ -71,6 +72,7 @@ struct manifest_summary {
     uint32_t wal_seg_size;
     uint64_t db_bytes;
     uint64_t stored_bytes;
+    uint64_t new_bytes; /* plaintext the backup stored itself rather than referenced */
 };
 
 int manifest_summary_get(json_t *manifest, struct manifest_summary *out, wv_err_t *err);

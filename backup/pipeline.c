@@ -27,7 +27,10 @@ static void free_file(struct bfile *f)
     free(f->path);
     free(f->source);
     free(f->target);
-    free(f->blocks);
+    for (size_t i = 0; i < f->nslots; i++)
+        free(f->slots[i].refs);
+    free(f->slots);
+    backup_free_parent_file(f->parent);
 }
 
 void backup_ctx_free(struct backup_ctx *c)
@@ -37,6 +40,7 @@ void backup_ctx_free(struct backup_ctx *c)
     free(c->files);
     json_decref(c->packs);
     json_decref(c->checksum_failures);
+    backup_free_parent(c);
     pthread_mutex_destroy(&c->lock);
 }
 
@@ -60,20 +64,33 @@ long backup_add_file(struct backup_ctx *c, const struct bfile *f)
     copy->path = dup_or_null(f->path);
     copy->source = dup_or_null(f->source);
     copy->target = dup_or_null(f->target);
-    copy->blocks = NULL;
-    copy->slots = 0;
+    copy->slots = NULL;
+    copy->nslots = 0;
+    copy->parent = NULL;
     backup_classify_file(copy);
     return (long)c->nfiles++;
 }
 
-int backup_file_alloc_slots(struct bfile *f, wv_err_t *err)
+int backup_file_prepare(struct backup_ctx *c, struct bfile *f, wv_err_t *err)
 {
-    f->slots = (size_t)((f->size + BACKUP_BLOCK_SIZE - 1) / BACKUP_BLOCK_SIZE);
-    if (f->slots == 0)
-        return 0;
-    f->blocks = calloc(f->slots, sizeof *f->blocks);
-    if (!f->blocks)
+    f->nslots = (size_t)((f->size + BACKUP_BLOCK_SIZE - 1) / BACKUP_BLOCK_SIZE);
+    if (f->nslots > 0) {
+        f->slots = calloc(f->nslots, sizeof *f->slots);
+        if (!f->slots)
+            return wv_err_set(err, WV_EFAIL, "out of memory for the blocks of %s", f->path);
+    }
+    return c->parent ? backup_find_parent_file(c, f, err) : 0;
+}
+
+/* Only the worker that reads a block touches its slot, so no lock is needed. */
+int backup_slot_append(struct bfile *f, size_t slot, const struct block_ref *ref, wv_err_t *err)
+{
+    struct block_slot *s = &f->slots[slot];
+    struct block_ref *refs = realloc(s->refs, (s->count + 1) * sizeof *refs);
+    if (!refs)
         return wv_err_set(err, WV_EFAIL, "out of memory for the blocks of %s", f->path);
+    refs[s->count++] = *ref;
+    s->refs = refs;
     return 0;
 }
 
@@ -230,41 +247,27 @@ static int close_pack(struct pack_writer *w, wv_err_t *err)
     return storage_put_commit(sw, err);
 }
 
-static bool all_zero(const uint8_t *data, size_t len)
+int pack_writer_seal(struct pack_writer *w, const uint8_t *plain, size_t len, struct block_ref *out,
+                     wv_err_t *err)
 {
-    const uint64_t *words = (const uint64_t *)data;
-    size_t n = len / 8;
-    uint64_t acc = 0;
-    for (size_t i = 0; i < n; i++)
-        acc |= words[i];
-    for (size_t i = n * 8; i < len; i++)
-        acc |= data[i];
-    return acc == 0;
-}
-
-int pack_writer_add_block(struct pack_writer *w, struct bfile *f, uint64_t file_offset,
-                          const uint8_t *data, size_t len, wv_err_t *err)
-{
-    struct block_ref *slot = &f->blocks[file_offset / BACKUP_BLOCK_SIZE];
-    if (all_zero(data, len))
-        return 0;
     int rc = 0;
     if (!w->sw && (rc = open_pack(w, err)) != 0)
         return rc;
     buf_reset(&w->frame_buf);
-    rc = seal_frame(repo_keys(w->c->r), w->key, w->frame, false, data, len, &w->frame_buf, err);
+    rc = seal_frame(repo_keys(w->c->r), w->key, w->frame, false, plain, len, &w->frame_buf, err);
     if (rc == 0)
         rc = storage_put_write(w->sw, w->frame_buf.data, w->frame_buf.len, err);
     if (rc)
-        return wv_err_prefix(err, "backing up %s", f->path);
-    *slot = (struct block_ref){.pack = w->pack,
-                               .frame = w->frame,
-                               .offset = w->offset,
-                               .sealed_len = (uint32_t)w->frame_buf.len,
-                               .file_offset = file_offset,
-                               .plain_len = (uint32_t)len};
+        return rc;
+    out->pack = w->pack;
+    out->frame = w->frame;
+    out->offset = w->offset;
+    out->sealed_len = (uint32_t)w->frame_buf.len;
     w->frame++;
     w->offset += w->frame_buf.len;
+    pthread_mutex_lock(&w->c->lock);
+    w->c->new_bytes += len;
+    pthread_mutex_unlock(&w->c->lock);
     if (w->offset >= BACKUP_PACK_TARGET)
         return close_pack(w, err);
     return 0;
@@ -274,6 +277,8 @@ int pack_writer_finish(struct pack_writer *w, wv_err_t *err)
 {
     int rc = w->sw ? close_pack(w, err) : 0;
     buf_free(&w->frame_buf);
+    backup_free_block_plan(w->plan);
+    w->plan = NULL;
     return rc;
 }
 
@@ -283,6 +288,8 @@ void pack_writer_abort(struct pack_writer *w)
         storage_put_abort(w->sw);
     w->sw = NULL;
     buf_free(&w->frame_buf);
+    backup_free_block_plan(w->plan);
+    w->plan = NULL;
 }
 
 void backup_progress(struct backup_ctx *c, uint64_t bytes)

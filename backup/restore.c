@@ -1,7 +1,8 @@
-/* Restore: rebuild a data directory from one manifest. Every block is fetched with range
- * reads of its pack (adjacent blocks coalesced into one read), opened (authenticated,
- * decompressed) and written in place; then the files PostgreSQL needs to start recovery
- * (backup_label, the recovery settings, recovery.signal) are written. */
+/* Restore: rebuild a data directory from one manifest. Every frame the manifest references
+ * is fetched with range reads of its pack (adjacent frames coalesced into one read), opened
+ * (authenticated, decompressed) once and its pieces written in place (restore_fetch.c); then
+ * the files PostgreSQL needs to start recovery (backup_label, the recovery settings,
+ * recovery.signal) are written. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -19,141 +20,8 @@
 #include "common/workers.h"
 
 #define AUTO_CONF_MAX (64u * 1024 * 1024)
-#define PROGRESS_INTERVAL_S 0.25
 
-/* ---- running the plan ---- */
-
-int restore_fetch_init(struct restore_fetch *f, repo_t *r, json_t *manifest,
-                       const struct restore_plan *plan, const char *target_dir, int jobs,
-                       wv_err_t *err)
-{
-    memset(f, 0, sizeof *f);
-    f->r = r;
-    f->files = json_object_get(manifest, "files");
-    f->packs = json_object_get(manifest, "packs");
-    f->plan = plan;
-    f->target_dir = target_dir;
-    f->what = target_dir ? "restore" : "verify blocks";
-    f->nslots = jobs < 1 ? 1 : (size_t)jobs;
-    f->slots = calloc(f->nslots, sizeof *f->slots);
-    if (!f->slots)
-        return wv_err_set(err, WV_EFAIL, "out of memory starting %d workers", jobs);
-    pthread_mutex_init(&f->lock, NULL);
-    atomic_init(&f->done_plain, 0);
-    atomic_init(&f->read_bytes, 0);
-    return 0;
-}
-
-void restore_fetch_free(struct restore_fetch *f)
-{
-    if (!f->slots)
-        return;
-    for (size_t i = 0; i < f->nslots; i++) {
-        free(f->slots[i].read);
-        buf_free(&f->slots[i].plain);
-    }
-    free(f->slots);
-    f->slots = NULL;
-    pthread_mutex_destroy(&f->lock);
-}
-
-static void slot_give(struct restore_fetch *f, struct restore_slot *s)
-{
-    pthread_mutex_lock(&f->lock);
-    s->busy = false;
-    pthread_mutex_unlock(&f->lock);
-}
-
-/* At most nslots items run at once (workers_run starts no more threads), so a free slot is
- * always there; its buffers are allocated on first use and kept for the next item. */
-static struct restore_slot *slot_take(struct restore_fetch *f, wv_err_t *err)
-{
-    struct restore_slot *s = NULL;
-    pthread_mutex_lock(&f->lock);
-    for (size_t i = 0; !s && i < f->nslots; i++) {
-        if (!f->slots[i].busy) {
-            s = &f->slots[i];
-            s->busy = true;
-        }
-    }
-    pthread_mutex_unlock(&f->lock);
-    if (!s) {
-        wv_err_set(err, WV_EFAIL, "restore: more workers than read buffers");
-        return NULL;
-    }
-    if (!s->read) {
-        s->read = malloc(f->plan->max_read);
-        buf_init(&s->plain, SEAL_CHUNK_MAX);
-    }
-    if (!s->read) {
-        slot_give(f, s);
-        wv_err_set(err, WV_EFAIL, "out of memory for a %zu-byte read buffer", f->plan->max_read);
-        return NULL;
-    }
-    return s;
-}
-
-static void progress_add(struct restore_fetch *f, uint64_t plain)
-{
-    uint64_t done = atomic_fetch_add(&f->done_plain, plain) + plain;
-    if (!f->progress.update)
-        return;
-    pthread_mutex_lock(&f->lock);
-    double now = time_monotonic();
-    if (now - f->last_progress >= PROGRESS_INTERVAL_S || done == f->plan->total_plain) {
-        f->last_progress = now;
-        f->progress.update(f->progress.ctx, f->what, done, f->plan->total_plain);
-    }
-    pthread_mutex_unlock(&f->lock);
-}
-
-/* Where one worker is in its run: the file of the next block, and the open output file. */
-struct run_cursor {
-    size_t file;
-    size_t block;
-    int fd;
-    size_t fd_file;
-};
-
-static const char *file_path(const struct restore_fetch *f, size_t i)
-{
-    const char *p = json_string_value(json_object_get(json_array_get(f->files, i), "path"));
-    return p ? p : "(unnamed)";
-}
-
-static int run_next_ref(const struct restore_fetch *f, struct run_cursor *c, struct block_ref *b,
-                        wv_err_t *err)
-{
-    size_t nfiles = json_array_size(f->files);
-    json_t *blocks = restore_file_blocks(f->files, c->file);
-    while (c->block >= json_array_size(blocks)) {
-        if (++c->file >= nfiles)
-            return wv_err_set(err, WV_EFAIL, "restore plan runs past the last file");
-        c->block = 0;
-        blocks = restore_file_blocks(f->files, c->file);
-    }
-    if (restore_ref_decode(json_array_get(blocks, c->block++), b) != 0)
-        return wv_err_set(err, WV_ECORRUPT, "bad block reference %zu", c->block - 1);
-    return 0;
-}
-
-static int run_open_block(const struct restore_fetch *f, const char *key,
-                          const struct restore_item *it, const struct block_ref *b,
-                          struct restore_slot *s, wv_err_t *err)
-{
-    if (b->pack != it->pack || b->offset < it->offset ||
-        b->offset - it->offset + b->sealed_len > it->len)
-        return wv_err_set(err, WV_EFAIL, "frame %u of %s lies outside its planned read", b->frame,
-                          key);
-    bool final;
-    int rc = seal_open_frame(repo_keys(f->r), key, b->frame, s->read + (b->offset - it->offset),
-                             b->sealed_len, &s->plain, &final, err);
-    if (rc == 0 && s->plain.len != b->plain_len)
-        rc = wv_err_set(err, WV_ECORRUPT,
-                        "sealed object %s: frame %u holds %zu bytes, the manifest says %u", key,
-                        b->frame, s->plain.len, b->plain_len);
-    return rc;
-}
+/* ---- restore_run ---- */
 
 static int full_path(const char *dir, const char *rel, char out[PATH_MAX], wv_err_t *err)
 {
@@ -162,73 +30,6 @@ static int full_path(const char *dir, const char *rel, char out[PATH_MAX], wv_er
         return wv_err_set(err, WV_EFAIL, "path too long: %s/%s", dir, rel);
     return 0;
 }
-
-static int run_write(const struct restore_fetch *f, struct run_cursor *c, const struct block_ref *b,
-                     const buf_t *plain, wv_err_t *err)
-{
-    char path[PATH_MAX];
-    if (!f->target_dir)
-        return 0;
-    int rc = full_path(f->target_dir, file_path(f, c->file), path, err);
-    if (rc == 0 && (c->fd < 0 || c->fd_file != c->file)) {
-        int closed = c->fd < 0 ? 0 : close(c->fd);
-        c->fd = -1;
-        if (closed != 0)
-            return wv_err_errno(err, WV_EFAIL, "cannot write %s", file_path(f, c->fd_file));
-        c->fd = open(path, O_WRONLY | O_CLOEXEC);
-        c->fd_file = c->file;
-        if (c->fd < 0)
-            return wv_err_errno(err, WV_EFAIL, "cannot open %s", path);
-    }
-    if (rc == 0 && fs_pwrite_all(c->fd, plain->data, plain->len, (off_t)b->file_offset) != 0)
-        rc = wv_err_errno(err, WV_EFAIL, "cannot write %s", path);
-    return rc;
-}
-
-static int run_blocks(struct restore_fetch *f, const struct restore_item *it, const char *key,
-                      struct restore_slot *s, wv_err_t *err)
-{
-    struct run_cursor c = {.file = it->file, .block = it->block, .fd = -1};
-    int rc = 0;
-    for (size_t k = 0; rc == 0 && k < it->count; k++) {
-        struct block_ref b = {0};
-        rc = run_next_ref(f, &c, &b, err);
-        if (rc == 0)
-            rc = run_open_block(f, key, it, &b, s, err);
-        if (rc == 0)
-            rc = run_write(f, &c, &b, &s->plain, err);
-        if (rc)
-            wv_err_prefix(err, "%s %s", f->target_dir ? "restoring" : "checking",
-                          file_path(f, c.file));
-    }
-    if (c.fd >= 0 && close(c.fd) != 0 && rc == 0)
-        rc = wv_err_errno(err, WV_EFAIL, "cannot write %s", file_path(f, c.fd_file));
-    return rc;
-}
-
-int restore_fetch_item(void *ctx, size_t index, wv_err_t *err)
-{
-    struct restore_fetch *f = ctx;
-    const struct restore_item *it = &f->plan->items[index];
-    const char *pack = json_string_value(json_array_get(f->packs, it->pack));
-    char key[REPO_KEY_MAX];
-    if (!pack || repo_key_pack(f->r, pack, key, sizeof key) != 0)
-        return wv_err_set(err, WV_ECORRUPT, "manifest: bad name for pack %u", it->pack);
-    struct restore_slot *s = slot_take(f, err);
-    if (!s)
-        return WV_EFAIL;
-    int rc = storage_get_range(repo_storage(f->r), key, it->offset, it->len, s->read, err);
-    if (rc == 0) {
-        atomic_fetch_add(&f->read_bytes, it->len);
-        rc = run_blocks(f, it, key, s, err);
-    }
-    slot_give(f, s);
-    if (rc == 0)
-        progress_add(f, it->plain);
-    return rc;
-}
-
-/* ---- restore_run ---- */
 
 struct restore_ctx {
     repo_t *r;
@@ -242,6 +43,7 @@ struct restore_ctx {
     const char *action;
     const char **ts_dest; /* per manifest "tablespaces" entry */
     size_t nts;
+    struct restore_fetch *fetch; /* keeps the output files open for the workers */
 };
 
 static int check_value(const char *what, const char *v, wv_err_t *err)
@@ -404,7 +206,7 @@ static int open_new_file(const char *full, wv_err_t *err)
     return fd;
 }
 
-static int create_file(const struct restore_ctx *c, json_t *e, wv_err_t *err)
+static int create_file(const struct restore_ctx *c, json_t *e, size_t index, wv_err_t *err)
 {
     const char *path = json_string_value(json_object_get(e, "path"));
     json_t *mode = json_object_get(e, "mode");
@@ -418,6 +220,8 @@ static int create_file(const struct restore_ctx *c, json_t *e, wv_err_t *err)
     if (fchmod(fd, m | S_IRUSR | S_IWUSR) != 0 ||
         ftruncate(fd, (off_t)json_integer_value(json_object_get(e, "size"))) != 0)
         rc = wv_err_errno(err, WV_EFAIL, "cannot size %s", full);
+    if (rc == 0 && restore_fetch_keep_fd(c->fetch, index, fd))
+        return 0;
     if (close(fd) != 0 && rc == 0)
         rc = wv_err_errno(err, WV_EFAIL, "cannot create %s", full);
     return rc;
@@ -427,8 +231,10 @@ enum tree_pass { PASS_DIRS, PASS_LINKS, PASS_FILES };
 
 /* Directories first (tablespace links already exist, so their subdirectories land at the
  * destination), then links, then files, so no entry depends on the manifest's order. */
-static int create_entry(const struct restore_ctx *c, json_t *e, enum tree_pass pass, wv_err_t *err)
+static int create_entry(const struct restore_ctx *c, size_t index, enum tree_pass pass,
+                        wv_err_t *err)
 {
+    json_t *e = json_array_get(json_object_get(c->manifest, "files"), index);
     static const char *const types[] = {"dir", "link", "file"};
     const char *type = json_string_value(json_object_get(e, "type"));
     const char *path = json_string_value(json_object_get(e, "path"));
@@ -441,7 +247,7 @@ static int create_entry(const struct restore_ctx *c, json_t *e, enum tree_pass p
     if (pass == PASS_LINKS)
         return create_link(c, e, path, err);
     if (pass == PASS_FILES)
-        return create_file(c, e, err);
+        return create_file(c, e, index, err);
     int rc = full_path(c->opts->target_dir, path, full, err);
     json_t *mode = json_object_get(e, "mode");
     return rc ? rc : make_dir(full, mode ? (mode_t)json_integer_value(mode) : 0700, err);
@@ -455,7 +261,7 @@ static int create_tree(struct restore_ctx *c, wv_err_t *err)
         rc = create_tablespaces(c, err);
     for (int pass = PASS_DIRS; pass <= PASS_FILES; pass++)
         for (size_t i = 0; rc == 0 && i < json_array_size(files); i++)
-            rc = create_entry(c, json_array_get(files, i), (enum tree_pass)pass, err);
+            rc = create_entry(c, i, (enum tree_pass)pass, err);
     return rc;
 }
 
@@ -463,20 +269,19 @@ static int create_tree(struct restore_ctx *c, wv_err_t *err)
 
 static int fetch_blocks(struct restore_ctx *c, const struct restore_plan *plan, wv_err_t *err)
 {
-    struct restore_fetch f;
-    int rc =
-        restore_fetch_init(&f, c->r, c->manifest, plan, c->opts->target_dir, c->opts->jobs, err);
-    if (rc)
-        return rc;
-    f.progress = c->opts->progress;
-    rc = workers_run(c->opts->jobs, plan->count, restore_fetch_item, &f, err);
-    if (rc == 0 && f.progress.update)
-        f.progress.update(f.progress.ctx, f.what, plan->total_plain, plan->total_plain);
+    struct restore_fetch *f = c->fetch;
+    f->progress = c->opts->progress;
+    int rc = workers_run(c->opts->jobs, plan->count, restore_fetch_item, f, err);
+    wv_err_t ignored;
+    int closed = restore_fetch_close_files(f, rc ? &ignored : err);
+    rc = rc ? rc : closed;
+    if (rc == 0 && f->progress.update)
+        f->progress.update(f->progress.ctx, f->what, plan->total_plain, plan->total_plain);
     if (rc == 0)
         log_info("restore: %" PRIu64 " bytes of blocks from %" PRIu64
-                 " bytes of packs in %zu reads",
-                 plan->total_plain, (uint64_t)atomic_load(&f.read_bytes), plan->count);
-    restore_fetch_free(&f);
+                 " bytes of packs in %zu reads, %" PRIu64 " frames opened for %zu references",
+                 plan->total_plain, (uint64_t)atomic_load(&f->read_bytes), plan->count,
+                 (uint64_t)atomic_load(&f->frames_opened), plan->npieces);
     return rc;
 }
 
@@ -654,14 +459,22 @@ static int finish_restore(const struct restore_ctx *c, wv_err_t *err)
 static int restore_into(struct restore_ctx *c, wv_err_t *err)
 {
     struct restore_plan plan;
+    struct restore_fetch fetch;
     int rc = restore_plan_build(c->manifest, &plan, err);
     if (rc)
         return wv_err_prefix(err, "backup %s", c->sum.id);
     log_info("restoring backup %s of node %s (%" PRIu64 " bytes) into %s", c->sum.id,
              repo_node(c->r), plan.total_plain, c->opts->target_dir);
-    rc = create_tree(c, err);
-    if (rc == 0)
-        rc = fetch_blocks(c, &plan, err);
+    rc = restore_fetch_init(&fetch, c->r, c->manifest, &plan, c->opts->target_dir, c->opts->jobs,
+                            err);
+    if (rc == 0) {
+        c->fetch = &fetch;
+        rc = create_tree(c, err);
+        if (rc == 0)
+            rc = fetch_blocks(c, &plan, err);
+        restore_fetch_free(&fetch);
+        c->fetch = NULL;
+    }
     if (rc == 0)
         rc = finish_restore(c, err);
     restore_plan_free(&plan);

@@ -108,6 +108,7 @@ static int walk_entry(struct backup_ctx *c, const char *abs_dir, const char *rel
                       .type = BFILE_FILE,
                       .mode = st.st_mode & 07777,
                       .mtime = st.st_mtime,
+                      .ino = (uint64_t)st.st_ino,
                       .size = (uint64_t)st.st_size};
     c->total_bytes += f.size;
     return add_entry(c, &f, err);
@@ -167,7 +168,7 @@ static int plan_ranges(struct local_run *run, wv_err_t *err)
         struct bfile *f = &c->files[i];
         if (f->type != BFILE_FILE)
             continue;
-        int rc = backup_file_alloc_slots(f, err);
+        int rc = backup_file_prepare(c, f, err);
         for (uint64_t off = 0; rc == 0 && off < f->size; off += RANGE_BYTES)
             rc = add_item(run, i, off, f->size - off < RANGE_BYTES ? f->size - off : RANGE_BYTES,
                           err);
@@ -215,7 +216,7 @@ static int read_piece(struct local_run *run, size_t index, wv_err_t *err)
         }
         if (n > 0) {
             backup_check_pages(c, f, off, buf, (size_t)n);
-            rc = pack_writer_add_block(w, f, off, buf, (size_t)n, err);
+            rc = backup_store_block(w, f, off, buf, (size_t)n, err);
             backup_progress(c, (uint64_t)n);
         }
         if ((size_t)n < want) {

@@ -32,7 +32,7 @@ static int flush_block(struct stream_run *s, wv_err_t *err)
         return 0;
     struct bfile *f = &s->c->files[s->file];
     backup_check_pages(s->c, f, s->block_offset, s->block, s->block_len);
-    int rc = pack_writer_add_block(&s->writer, f, s->block_offset, s->block, s->block_len, err);
+    int rc = backup_store_block(&s->writer, f, s->block_offset, s->block, s->block_len, err);
     backup_progress(s->c, s->block_len);
     s->block_offset += s->block_len;
     s->block_len = 0;
@@ -70,7 +70,7 @@ static int on_begin(void *ctx, const struct tar_entry *e, wv_err_t *err)
         return wv_err_set(err, WV_EFAIL, "out of memory listing %s", path);
     s->block_len = 0;
     s->block_offset = 0;
-    return backup_file_alloc_slots(&s->c->files[s->file], err);
+    return backup_file_prepare(s->c, &s->c->files[s->file], err);
 }
 
 static int on_data(void *ctx, const void *data, size_t len, wv_err_t *err)

@@ -129,8 +129,9 @@ static int check_block_item(void *ctx, size_t index, wv_err_t *unused)
     return 0;
 }
 
-/* Each block reference is opened with a range read, as a restore would: its frame index,
- * offset and lengths must name exactly one frame of its pack. */
+/* Every block reference is checked with the range reads a restore would make, each frame
+ * opened once: its frame index, offset and sealed length must name exactly one frame of its
+ * pack, and the bytes it takes must lie inside that frame's plaintext. */
 static void check_blocks(struct verify_state *v, json_t *m, const char *id)
 {
     struct restore_plan plan;
