@@ -16,19 +16,28 @@ typedef struct storage storage_t;
 typedef struct storage_writer storage_writer_t;
 typedef struct storage_iter storage_iter_t;
 
-/* Options for backends that need more than a URL (S3 later). */
+/* Options for backends that need more than a URL (S3). NULL means "not given": the S3
+ * backend then falls back to AWS_* environment variables, ~/.aws/credentials and defaults. */
 struct storage_opts {
-    const char *s3_endpoint;
-    const char *s3_region;
-    const char *s3_uri_style;
-    const char *s3_ca_file;
+    const char *s3_endpoint;  /* http(s)://host[:port]; default https://s3.<region>.amazonaws.com */
+    const char *s3_region;    /* else AWS_REGION, AWS_DEFAULT_REGION, us-east-1 */
+    const char *s3_uri_style; /* path or host; default host, path for IP and localhost */
+    const char *s3_ca_file;   /* CA bundle to verify the endpoint's certificate */
+    const char *s3_profile;   /* profile in the shared credentials file */
+    const char *s3_access_key_id; /* credentials (from the config file) */
+    const char *s3_secret_access_key;
+    const char *s3_session_token;
+    const char *s3_sse;            /* server-side encryption: AES256 or aws:kms */
+    const char *s3_sse_kms_key_id; /* KMS key for aws:kms */
+    const char *s3_retry_seconds;  /* give up after this long without progress (default 60) */
+    const char *s3_stall_seconds;  /* cut a transfer idle this long and retry (default 30) */
 };
 
 /* Receives the bytes of a streamed get, in order. A non-zero return stops the get and is
  * returned by it. */
 typedef int (*storage_sink_fn)(void *ctx, const void *data, size_t len, wv_err_t *err);
 
-/* url: "file:///abs/dir" (or a plain absolute path). */
+/* url: "file:///abs/dir" (or a plain absolute path), or "s3://bucket[/prefix]". */
 int storage_open(const char *url, const struct storage_opts *opts, storage_t **out,
                  wv_err_t *err);
 void storage_close(storage_t *st);
@@ -56,6 +65,9 @@ int storage_get_range(storage_t *st, const char *key, uint64_t off, size_t len, 
 int storage_head(storage_t *st, const char *key, uint64_t *size, wv_err_t *err);
 /* Deleting an absent key succeeds. */
 int storage_delete(storage_t *st, const char *key, wv_err_t *err);
+/* Deletes count keys (absent ones succeed), in batches where the store has them (S3: 1000
+ * keys per request). Stops at the first failure. */
+int storage_delete_many(storage_t *st, const char *const *keys, size_t count, wv_err_t *err);
 
 /* Lists keys that start with prefix, in lexical order, one at a time.
  * storage_iter_next returns 1 with *key (valid until the next call) and *size, 0 at the end,
