@@ -156,6 +156,7 @@ static int cmd_backup(const struct config *cfg)
     repo_t *r;
     if (jobs_of(cfg, &opts.jobs, &err) != 0 ||
         config_int(cfg, OPT_ARCHIVE_TIMEOUT, 1, 86400, &opts.archive_timeout_s, &err) != 0 ||
+        config_int(cfg, OPT_PACK_SIZE, 1, 4096, &opts.pack_size_mib, &err) != 0 ||
         open_repo(cfg, &r, &err) != 0)
         return fail(&err);
     struct progress_display *pd = progress_display_new();
@@ -192,6 +193,24 @@ static void append_quoted(char *out, size_t len, const char *arg)
 
 /* The restored server calls this binary by its absolute path, with the same repository, key
  * file and node, so it replays by itself. */
+/* Files named in the restore_command must not depend on the directory PostgreSQL runs it
+ * in; the config file carries the S3 credentials when they are not in the environment. */
+static int append_file_option(const struct config *cfg, enum opt_id id, char *out, size_t len,
+                              wv_err_t *err)
+{
+    const char *file = config_get(cfg, id);
+    char abs[PATH_MAX], flag[64];
+    if (!file)
+        return 0;
+    if (!realpath(file, abs))
+        return wv_err_errno(err, WV_EUSAGE, "cannot resolve --%s %s", config_options()[id].name,
+                            file);
+    snprintf(flag, sizeof flag, "--%s", config_options()[id].name);
+    append_quoted(out, len, flag);
+    append_quoted(out, len, abs);
+    return 0;
+}
+
 static int build_restore_command(const struct config *cfg, char *out, size_t len, wv_err_t *err)
 {
     char self[PATH_MAX], key[PATH_MAX];
@@ -204,9 +223,12 @@ static int build_restore_command(const struct config *cfg, char *out, size_t len
                             config_get(cfg, OPT_KEY_FILE));
     out[0] = '\0';
     append_quoted(out, len, self);
+    if (append_file_option(cfg, OPT_CONFIG, out, len, err) != 0 ||
+        append_file_option(cfg, OPT_S3_CA_FILE, out, len, err) != 0)
+        return err->code;
     static const enum opt_id passed[] = {OPT_REPO,         OPT_NODE,       OPT_S3_ENDPOINT,
-                                         OPT_S3_REGION,    OPT_S3_URI_STYLE, OPT_S3_CA_FILE,
-                                         OPT_S3_PROFILE, OPT_S3_RETRY_SECONDS};
+                                         OPT_S3_REGION,    OPT_S3_URI_STYLE, OPT_S3_PROFILE,
+                                         OPT_S3_RETRY_SECONDS};
     for (size_t i = 0; i < sizeof passed / sizeof *passed; i++) {
         if (!config_get(cfg, passed[i]))
             continue;

@@ -49,6 +49,8 @@ static const struct opt_def options[OPT_COUNT] = {
                   "take a full backup (default: incremental when a parent exists)"},
     [OPT_INCREMENTAL] = {"incremental", false, NULL, "backup",
                          "store only what changed since the parent backup"},
+    [OPT_PACK_SIZE] = {"pack-size", true, "64", "backup",
+                       "MiB of sealed blocks per pack object (smaller: finer garbage collection)"},
     [OPT_PARENT] = {"parent", true, NULL, "backup",
                     "parent of an incremental (default: the newest on the timeline)"},
     [OPT_TO] = {"to", true, NULL, "restore", "empty directory to restore into"},

@@ -37,6 +37,7 @@ enum opt_id {
     OPT_FULL,
     OPT_INCREMENTAL,
     OPT_PARENT,
+    OPT_PACK_SIZE,
     OPT_TO,
     OPT_BACKUP,
     OPT_TARGET_TIME,

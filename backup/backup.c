@@ -378,6 +378,10 @@ static int take_backup(repo_t *r, PGconn *conn, const struct backup_opts *o, cha
     }
     time_t start_time = time(NULL);
     new_backup_id(start_time, c.id, sizeof c.id);
+    if ((rc = backup_load_resume(&c, err)) != 0) {
+        backup_ctx_free(&c);
+        return rc;
+    }
     c.check_pages = info.data_checksums;
     rc = run_source(&c, conn, &info, &res, err);
     int64_t stop_time_ms = now_ms() + 1;

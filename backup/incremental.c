@@ -65,6 +65,9 @@ static int store_whole(struct pack_writer *w, struct bfile *f, uint64_t off, con
     int rc = pack_writer_seal(w, data, len, &ref, err);
     if (rc == 0)
         rc = backup_slot_append(f, slot_of(off), &ref, err);
+    const struct block_slot *s = &f->slots[slot_of(off)];
+    if (rc == 0 && backup_index_block(w, f, &ref, s->hashed ? s->hash : NULL) != 0)
+        rc = wv_err_set(err, WV_EFAIL, "out of memory");
     return rc ? wv_err_prefix(err, "backing up %s", f->path) : 0;
 }
 
@@ -237,6 +240,11 @@ static int store_hashed(struct pack_writer *w, struct bfile *f, uint64_t off, co
 int backup_store_block(struct pack_writer *w, struct bfile *f, uint64_t off, const uint8_t *data,
                        size_t len, wv_err_t *err)
 {
+    if (w->c->resume && json_object_size(w->c->resume) > 0) {
+        int rc = backup_try_resume(w, f, off, data, len, err);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+    }
     if (!f->relation)
         return store_hashed(w, f, off, data, len, err);
     if (!f->parent)

@@ -72,6 +72,9 @@ struct backup_ctx {
     json_t *parent;
     json_t *parent_files;
     wal_lsn_t parent_start_lsn;
+    /* Blocks of interrupted backups that can be reused ("path@offset" -> entry). */
+    json_t *resume;
+    uint64_t pack_target; /* close a pack once it holds this many sealed bytes */
 
     pthread_mutex_t lock; /* guards the fields below */
     json_t *packs;        /* pack ids in order of creation */
@@ -107,6 +110,7 @@ struct pack_writer {
     storage_writer_t *sw;
     char key[REPO_KEY_MAX]; /* the open pack's object name */
     void *plan;             /* incremental.c's per-worker scratch */
+    json_t *index;          /* whole blocks in the open pack, for resume.c */
     uint32_t pack;
     uint32_t frame;
     uint64_t offset;
@@ -133,6 +137,15 @@ void backup_free_parent(struct backup_ctx *c);
 int backup_find_parent_file(struct backup_ctx *c, struct bfile *f, wv_err_t *err);
 void backup_free_parent_file(struct parent_file *p);
 void backup_free_block_plan(void *plan);
+
+/* Resuming interrupted backups (resume.c). */
+int backup_load_resume(struct backup_ctx *c, wv_err_t *err);
+/* 1 when the block was referenced from an interrupted backup, 0 when it must be stored. */
+int backup_try_resume(struct pack_writer *w, struct bfile *f, uint64_t off, const uint8_t *data,
+                      size_t len, wv_err_t *err);
+int backup_index_block(struct pack_writer *w, const struct bfile *f, const struct block_ref *ref,
+                       const uint8_t *hash);
+int backup_write_pack_index(struct pack_writer *w, wv_err_t *err);
 int pack_writer_finish(struct pack_writer *w, wv_err_t *err);
 void pack_writer_abort(struct pack_writer *w);
 

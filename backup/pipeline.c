@@ -17,6 +17,7 @@ int backup_ctx_init(struct backup_ctx *c, repo_t *r, const struct backup_opts *o
     pthread_mutex_init(&c->lock, NULL);
     c->packs = json_array();
     c->checksum_failures = json_array();
+    c->pack_target = opts->pack_size_mib > 0 ? (uint64_t)opts->pack_size_mib << 20 : BACKUP_PACK_TARGET;
     if (!c->packs || !c->checksum_failures)
         return wv_err_set(err, WV_EFAIL, "out of memory");
     return 0;
@@ -40,6 +41,7 @@ void backup_ctx_free(struct backup_ctx *c)
     free(c->files);
     json_decref(c->packs);
     json_decref(c->checksum_failures);
+    json_decref(c->resume);
     backup_free_parent(c);
     pthread_mutex_destroy(&c->lock);
 }
@@ -244,13 +246,18 @@ static int close_pack(struct pack_writer *w, wv_err_t *err)
     pthread_mutex_lock(&c->lock);
     c->stored_bytes += w->offset + w->frame_buf.len;
     pthread_mutex_unlock(&c->lock);
-    return storage_put_commit(sw, err);
+    rc = storage_put_commit(sw, err);
+    return rc ? rc : backup_write_pack_index(w, err);
 }
 
 int pack_writer_seal(struct pack_writer *w, const uint8_t *plain, size_t len, struct block_ref *out,
                      wv_err_t *err)
 {
     int rc = 0;
+    /* A full pack is closed before the next frame, not after the last one, so that what the
+     * caller records about a frame (resume.c's index) lands with the pack that holds it. */
+    if (w->sw && w->offset >= w->c->pack_target && (rc = close_pack(w, err)) != 0)
+        return rc;
     if (!w->sw && (rc = open_pack(w, err)) != 0)
         return rc;
     buf_reset(&w->frame_buf);
@@ -268,8 +275,6 @@ int pack_writer_seal(struct pack_writer *w, const uint8_t *plain, size_t len, st
     pthread_mutex_lock(&w->c->lock);
     w->c->new_bytes += len;
     pthread_mutex_unlock(&w->c->lock);
-    if (w->offset >= BACKUP_PACK_TARGET)
-        return close_pack(w, err);
     return 0;
 }
 
@@ -288,6 +293,8 @@ void pack_writer_abort(struct pack_writer *w)
         storage_put_abort(w->sw);
     w->sw = NULL;
     buf_free(&w->frame_buf);
+    json_decref(w->index);
+    w->index = NULL;
     backup_free_block_plan(w->plan);
     w->plan = NULL;
 }
