@@ -297,8 +297,8 @@ static void print_backups(json_t *doc)
 {
     size_t i;
     json_t *b;
-    printf("%-20s %-5s %-3s %-18s %-18s %-20s %12s %12s\n", "backup", "type", "tli",
-           "start lsn", "stop lsn", "stopped (UTC)", "db bytes", "stored");
+    printf("%-23s %-4s %-23s %-3s %-12s %-12s %-19s %12s %12s %5s\n", "backup", "type", "parent",
+           "tli", "start lsn", "stop lsn", "stopped (UTC)", "db bytes", "stored", "new");
     json_array_foreach(json_object_get(doc, "backups"), i, b)
     {
         char when[32];
@@ -306,15 +306,17 @@ static void print_backups(json_t *doc)
         struct tm tm;
         gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-        printf("%-20s %-5s %-3" JSON_INTEGER_FORMAT " %-18s %-18s %-20s %12" JSON_INTEGER_FORMAT
-               " %12" JSON_INTEGER_FORMAT "\n",
+        const char *parent = json_string_value(json_object_get(b, "parent"));
+        printf("%-23s %-4s %-23s %-3" JSON_INTEGER_FORMAT " %-12s %-12s %-19s %12" JSON_INTEGER_FORMAT
+               " %12" JSON_INTEGER_FORMAT " %4.0f%%\n",
                json_string_value(json_object_get(b, "id")),
-               json_string_value(json_object_get(b, "type")),
+               json_string_value(json_object_get(b, "type")), parent ? parent : "-",
                json_integer_value(json_object_get(b, "timeline")),
                json_string_value(json_object_get(b, "start_lsn")),
                json_string_value(json_object_get(b, "stop_lsn")), when,
                json_integer_value(json_object_get(b, "db_bytes")),
-               json_integer_value(json_object_get(b, "stored_bytes")));
+               json_integer_value(json_object_get(b, "stored_bytes")),
+               100.0 * json_real_value(json_object_get(b, "new_share")));
     }
 }
 
