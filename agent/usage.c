@@ -30,10 +30,11 @@ bool usage_known_command(const char *command)
     return false;
 }
 
+/* command NULL: the options common to every command. */
 static bool applies(const struct opt_def *o, const char *command)
 {
     if (!o->commands || !command)
-        return !o->commands || !command;
+        return !o->commands;
     char padded[128], want[64];
     snprintf(padded, sizeof padded, " %s ", o->commands);
     snprintf(want, sizeof want, " %s ", command);

@@ -77,7 +77,7 @@ static int wait_for_archive(repo_t *r, const struct backup_result *res, int time
                             wv_err_t *err)
 {
     double deadline = time_monotonic() + (timeout_s > 0 ? timeout_s : 300);
-    long sleep_ms = 100;
+    long sleep_ms = 20; /* archive_command usually lands the last segment within milliseconds */
     for (;;) {
         bool done;
         char missing[WAL_NAME_MAX] = "";
@@ -94,7 +94,7 @@ static int wait_for_archive(repo_t *r, const struct backup_result *res, int time
                               missing, stop, timeout_s);
         }
         time_sleep_ms(sleep_ms);
-        sleep_ms = sleep_ms < 1000 ? sleep_ms * 2 : 1000;
+        sleep_ms = sleep_ms < 250 ? sleep_ms * 2 : 250;
     }
 }
 

@@ -327,7 +327,7 @@ int backup_source_local(struct backup_ctx *c, void *pgconn, const char *pgdata,
         return rc;
     char lsn[WAL_LSN_STR_MAX];
     wal_lsn_format(c->start_lsn, lsn);
-    log_info("backup %s started at LSN %s, reading %s", c->id, lsn, pgdata);
+    log_debug("backup %s started at LSN %s, reading %s", c->id, lsn, pgdata);
     rc = walk(c, pgdata, "", err);
     if (rc == 0)
         rc = read_all(c, err);

@@ -46,6 +46,12 @@ int repo_get_sealed_stream(repo_t *r, const char *key, seal_sink_fn sink, void *
 int repo_put_json(repo_t *r, const char *key, json_t *doc, bool if_absent, wv_err_t *err);
 int repo_get_json(repo_t *r, const char *key, json_t **out, wv_err_t *err);
 
+/* Seals the whole file open at fd as object key, up to `jobs` frames sealed at once (WAL
+ * segments: the archive_command's latency is mostly compression and encryption). Memory:
+ * about 2 x jobs x 2 frames. */
+int repo_put_sealed_fd(repo_t *r, const char *key, int fd, bool if_absent, int jobs,
+                       wv_err_t *err);
+
 /* Streaming sealed put: plaintext in, sealed frames out to the store; nothing visible under
  * key before commit. */
 typedef struct repo_sealed_writer repo_sealed_writer_t;

@@ -2,6 +2,10 @@
  * streaming get feeds seal_reader, so no object is ever held whole unless asked for. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "common/fsutil.h"
+#include "common/workers.h"
 
 #include "repo/internal.h"
 
@@ -131,4 +135,103 @@ int repo_get_json(repo_t *r, const char *key, json_t **out, wv_err_t *err)
         return wv_err_set(err, WV_ECORRUPT, "object %s: authenticated but not valid JSON: %s",
                           key, jerr.text);
     return 0;
+}
+
+/* ---- sealing a file's frames in parallel ---- */
+
+struct frame_batch {
+    repo_t *r;
+    const char *key;
+    uint8_t *plain;     /* count chunks of SEAL_CHUNK_MAX */
+    size_t *plain_len;
+    buf_t *sealed;
+    uint64_t first;     /* frame index of chunk 0 */
+    uint64_t last;      /* index of the object's final frame */
+};
+
+static int seal_batch_item(void *ctx, size_t i, wv_err_t *err)
+{
+    struct frame_batch *b = ctx;
+    buf_reset(&b->sealed[i]);
+    uint64_t index = b->first + i;
+    return seal_frame(b->r->keys, b->key, index, index == b->last,
+                      b->plain + i * SEAL_CHUNK_MAX, b->plain_len[i], &b->sealed[i], err);
+}
+
+/* Reads up to count chunks; returns how many (the last may be short), or -1. */
+static long read_chunks(int fd, struct frame_batch *b, size_t count)
+{
+    size_t n = 0;
+    for (; n < count; n++) {
+        ssize_t got = fs_read_full(fd, b->plain + n * SEAL_CHUNK_MAX, SEAL_CHUNK_MAX);
+        if (got < 0)
+            return -1;
+        b->plain_len[n] = (size_t)got;
+        if ((size_t)got < SEAL_CHUNK_MAX) {
+            n += got > 0 || b->first + n == b->last;
+            break;
+        }
+    }
+    return (long)n;
+}
+
+static int put_batches(storage_writer_t *sw, int fd, struct frame_batch *b, size_t batch,
+                       int jobs, wv_err_t *err)
+{
+    for (;;) {
+        long n = read_chunks(fd, b, batch);
+        if (n < 0)
+            return wv_err_errno(err, WV_EFAIL, "cannot read the file for %s", b->key);
+        if (n == 0)
+            return 0;
+        int rc = workers_run(jobs, (size_t)n, seal_batch_item, b, err);
+        for (long i = 0; rc == 0 && i < n; i++)
+            rc = storage_put_write(sw, b->sealed[i].data, b->sealed[i].len, err);
+        if (rc)
+            return rc;
+        b->first += (uint64_t)n;
+        if (b->first > b->last)
+            return 0;
+    }
+}
+
+int repo_put_sealed_fd(repo_t *r, const char *key, int fd, bool if_absent, int jobs,
+                       wv_err_t *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return wv_err_errno(err, WV_EFAIL, "cannot stat the file for %s", key);
+    size_t batch = (size_t)(jobs < 1 ? 1 : jobs) * 2;
+    struct frame_batch b = {.r = r, .key = key};
+    uint64_t chunks = ((uint64_t)st.st_size + SEAL_CHUNK_MAX - 1) / SEAL_CHUNK_MAX;
+    /* A file that ends on a chunk boundary gets its final flag on the last full chunk; an
+     * empty file is one empty final frame. */
+    b.last = chunks ? chunks - 1 : 0;
+    b.plain = malloc(batch * SEAL_CHUNK_MAX);
+    b.plain_len = calloc(batch, sizeof *b.plain_len);
+    b.sealed = calloc(batch, sizeof *b.sealed);
+    storage_writer_t *sw = NULL;
+    int rc = b.plain && b.plain_len && b.sealed ? storage_put_begin(r->st, key, if_absent, &sw, err)
+                                                : wv_err_set(err, WV_EFAIL, "out of memory");
+    for (size_t i = 0; b.sealed && i < batch; i++)
+        buf_init(&b.sealed[i], SEAL_CHUNK_MAX + SEAL_FRAME_OVERHEAD + 1024);
+    buf_t header;
+    buf_init(&header, 64);
+    if (rc == 0 && (rc = seal_header(&header, err)) == 0)
+        rc = storage_put_write(sw, header.data, header.len, err);
+    if (rc == 0)
+        rc = put_batches(sw, fd, &b, batch, jobs, err);
+    if (rc == 0 && b.first <= b.last)
+        rc = wv_err_set(err, WV_EFAIL, "the file for %s shrank while it was read", key);
+    if (rc == 0)
+        rc = storage_put_commit(sw, err);
+    else if (sw)
+        storage_put_abort(sw);
+    buf_free(&header);
+    for (size_t i = 0; b.sealed && i < batch; i++)
+        buf_free(&b.sealed[i]);
+    free(b.plain);
+    free(b.plain_len);
+    free(b.sealed);
+    return rc;
 }

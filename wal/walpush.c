@@ -111,34 +111,18 @@ static int compare_with_archive(repo_t *r, const struct local_file *f, const cha
     return 0;
 }
 
-static int upload_file(repo_t *r, const struct local_file *f, const char *key, wv_err_t *err)
+static int upload_file(repo_t *r, const struct local_file *f, const char *key, int jobs,
+                       wv_err_t *err)
 {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return wv_err_errno(err, WV_EFAIL, "cannot open WAL file %s", f->path);
-    uint8_t *chunk = malloc(PUSH_CHUNK);
-    repo_sealed_writer_t *w = NULL;
-    int rc = chunk ? repo_sealed_begin(r, key, true, &w, err)
-                   : wv_err_set(err, WV_EFAIL, "out of memory");
-    while (rc == 0) {
-        ssize_t n = fs_read_full(fd, chunk, PUSH_CHUNK);
-        if (n < 0)
-            rc = wv_err_errno(err, WV_EFAIL, "cannot read WAL file %s", f->path);
-        else if (n == 0)
-            break;
-        else
-            rc = repo_sealed_write(w, chunk, (size_t)n, err);
-    }
+    int rc = repo_put_sealed_fd(r, key, fd, true, jobs, err);
     close(fd);
-    free(chunk);
-    if (rc) {
-        repo_sealed_abort(w);
-        return rc;
-    }
-    return repo_sealed_commit(w, err);
+    return rc;
 }
 
-static int push_one(repo_t *r, const char *path, wv_err_t *err)
+static int push_one(repo_t *r, const char *path, int jobs, wv_err_t *err)
 {
     struct local_file f = {.path = path};
     int rc = inspect_local_file(r, &f, err);
@@ -164,7 +148,7 @@ static int push_one(repo_t *r, const char *path, wv_err_t *err)
         return compare_with_archive(r, &f, key, err);
     if (rc != WV_ENOTFOUND)
         return rc;
-    rc = upload_file(r, &f, key, err);
+    rc = upload_file(r, &f, key, jobs, err);
     if (rc == WV_EEXISTS) /* a concurrent push won the race */
         return compare_with_archive(r, &f, key, err);
     return rc;
@@ -178,6 +162,7 @@ struct push_batch {
     const char *path;
     char **ahead;
     size_t ahead_count;
+    int jobs; /* with nothing to push ahead, the file's frames are sealed this many at once */
     int rc;
     wv_err_t err;
 };
@@ -187,11 +172,11 @@ static int push_batch_item(void *ctx, size_t i, wv_err_t *unused)
     struct push_batch *b = ctx;
     (void)unused;
     if (i == 0) {
-        b->rc = push_one(b->r, b->path, &b->err);
+        b->rc = push_one(b->r, b->path, b->ahead_count ? 1 : b->jobs, &b->err);
         return 0;
     }
     wv_err_t local = {0};
-    if (push_one(b->r, b->ahead[i - 1], &local) != 0)
+    if (push_one(b->r, b->ahead[i - 1], 1, &local) != 0)
         log_warn("pushing ready file %s ahead failed (PostgreSQL will retry it): %s",
                  b->ahead[i - 1], local.msg);
     return 0;
@@ -248,8 +233,8 @@ static size_t collect_ready(const char *path, int max, char ***out)
 
 int wal_push(repo_t *r, const char *path, const struct wal_push_opts *opts, wv_err_t *err)
 {
-    struct push_batch b = {.r = r, .path = path};
     int jobs = opts && opts->jobs > 1 ? opts->jobs : 1;
+    struct push_batch b = {.r = r, .path = path, .jobs = jobs};
     if (jobs > 1)
         b.ahead_count =
             collect_ready(path, opts->ahead_max > 0 ? opts->ahead_max : 4 * jobs, &b.ahead);
