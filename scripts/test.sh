@@ -70,7 +70,7 @@ fi
 shopt -s nullglob
 fuzz_targets=(tests/fuzz/fuzz_*.c)
 fuzz_sources=(common/*.c crypto/*.c)
-for f in wal/walname.c backup/tar.c; do
+for f in wal/walname.c backup/tar.c backup/manifest.c; do
   [[ -f $f ]] && fuzz_sources+=("$f")
 done
 shopt -u nullglob
