@@ -134,10 +134,16 @@ static int map_packs(struct backup_ctx *c, struct pack_map *m, json_t **packs)
     return 0;
 }
 
-static json_t *blocks_json(const struct bfile *f, const struct pack_map *m, uint64_t size)
+/* The file's references in file order, cut to its size now, with packs renumbered. */
+static struct block_ref *file_refs(const struct bfile *f, const struct pack_map *m, uint64_t size,
+                                   size_t *n)
 {
-    json_t *blocks = json_array();
+    size_t total = 0;
     for (size_t s = 0; s < f->nslots; s++)
+        total += f->slots[s].count;
+    struct block_ref *refs = malloc((total ? total : 1) * sizeof *refs);
+    *n = 0;
+    for (size_t s = 0; refs && s < f->nslots; s++)
         for (uint32_t k = 0; k < f->slots[s].count; k++) {
             struct block_ref r = f->slots[s].refs[k];
             if (r.file_offset >= size)
@@ -145,9 +151,9 @@ static json_t *blocks_json(const struct bfile *f, const struct pack_map *m, uint
             if (r.file_offset + r.plain_len > size)
                 r.plain_len = (uint32_t)(size - r.file_offset);
             r.pack = m->to[r.pack];
-            json_array_append_new(blocks, manifest_block_json(&r));
+            refs[(*n)++] = r;
         }
-    return blocks;
+    return refs;
 }
 
 /* Keyed hashes of the blocks of files outside relation storage: what the next incremental
@@ -173,9 +179,13 @@ static json_t *file_json(const struct bfile *f, const struct pack_map *m)
         return json_pack("{s:s, s:s, s:s}", "path", f->path, "type", "link", "target",
                          f->target ? f->target : "");
     uint64_t size = file_size_now(f);
-    json_t *j = json_pack("{s:s, s:s, s:i, s:I, s:I, s:o}", "path", f->path, "type", "file", "mode",
-                          (int)f->mode, "size", (json_int_t)size, "mtime", (json_int_t)f->mtime,
-                          "blocks", blocks_json(f, m, size));
+    size_t n;
+    struct block_ref *refs = file_refs(f, m, size, &n);
+    json_t *blocks = refs ? manifest_blocks_pack(refs, n) : NULL;
+    free(refs);
+    json_t *j = json_pack("{s:s, s:s, s:i, s:I, s:I, s:I, s:o}", "path", f->path, "type", "file",
+                          "mode", (int)f->mode, "size", (json_int_t)size, "mtime",
+                          (json_int_t)f->mtime, "nblocks", (json_int_t)n, "blocks", blocks);
     json_t *hashes = hashes_json(f);
     if (j && hashes)
         json_object_set_new(j, "hashes", hashes);

@@ -186,13 +186,9 @@ int restore_piece_check(const struct restore_piece *q, size_t frame_plain, json_
     return piece_problem(q, files, packs, why, err);
 }
 
-json_t *restore_file_blocks(json_t *files, size_t i)
+size_t restore_file_block_count(json_t *files, size_t i)
 {
-    json_t *f = json_array_get(files, i);
-    const char *type = json_string_value(json_object_get(f, "type"));
-    if (!type || strcmp(type, "file") != 0)
-        return NULL;
-    return json_object_get(f, "blocks");
+    return manifest_file_block_count(json_array_get(files, i));
 }
 
 /* The manifest is authenticated, but a path that climbs out of the target directory must
@@ -208,11 +204,6 @@ bool restore_path_is_safe(const char *p)
             return false;
     }
     return true;
-}
-
-int restore_ref_decode(json_t *v, struct block_ref *b)
-{
-    return manifest_block_decode(v, b);
 }
 
 /* Checked in manifest order, before sorting mixes the files: a file's references ascend
@@ -239,28 +230,25 @@ static int check_block(const char *path, size_t i, const struct block_ref *b, si
 
 static int plan_file(struct restore_plan *p, json_t *files, size_t fi, size_t npacks, wv_err_t *err)
 {
-    json_t *blocks = restore_file_blocks(files, fi);
     json_t *f = json_array_get(files, fi);
     const char *path = json_string_value(json_object_get(f, "path"));
-    if (!blocks)
+    if (manifest_file_block_count(f) == 0)
         return 0;
     if (!restore_path_is_safe(path))
         return wv_err_set(err, WV_ECORRUPT, "manifest has an unsafe file path \"%s\"",
                           path ? path : "(none)");
     uint64_t size = (uint64_t)json_integer_value(json_object_get(f, "size"));
     uint64_t next = 0;
-    for (size_t i = 0; i < json_array_size(blocks); i++) {
-        struct block_ref b;
-        if (restore_ref_decode(json_array_get(blocks, i), &b) != 0)
-            return wv_err_set(err, WV_ECORRUPT, "manifest entry %s: bad block reference %zu", path,
-                              i);
-        int rc = check_block(path, i, &b, npacks, size, &next, err);
+    struct block_ref *refs;
+    size_t n;
+    int rc = manifest_file_blocks(f, &refs, &n, err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = check_block(path, i, &refs[i], npacks, size, &next, err);
         if (rc == 0)
-            rc = restore_plan_add(p, fi, i, &b, err);
-        if (rc)
-            return rc;
+            rc = restore_plan_add(p, fi, i, &refs[i], err);
     }
-    return 0;
+    free(refs);
+    return rc;
 }
 
 /* The pieces array is sized once, to the number of references. */
@@ -268,7 +256,7 @@ static int plan_reserve(struct restore_plan *p, json_t *files, wv_err_t *err)
 {
     size_t n = 0;
     for (size_t i = 0; i < json_array_size(files); i++)
-        n += json_array_size(restore_file_blocks(files, i));
+        n += restore_file_block_count(files, i);
     if (n == 0)
         return 0;
     p->pieces = n <= SIZE_MAX / sizeof *p->pieces ? malloc(n * sizeof *p->pieces) : NULL;

@@ -139,12 +139,10 @@ void restore_plan_free(struct restore_plan *p);
 int restore_piece_check(const struct restore_piece *piece, size_t frame_plain, json_t *files,
                         json_t *packs, wv_err_t *err);
 
-/* The manifest "files" entry i's blocks when it is a regular file, else NULL. */
-json_t *restore_file_blocks(json_t *files, size_t i);
+/* How many block references manifest "files" entry i holds (0 unless a regular file). */
+size_t restore_file_block_count(json_t *files, size_t i);
 /* The path of manifest "files" entry i, for messages. */
 const char *restore_file_path(json_t *files, size_t i);
-/* One block reference (six or seven numbers); -1 when malformed. */
-int restore_ref_decode(json_t *v, struct block_ref *b);
 /* A manifest path that stays inside the directory it is restored into. */
 bool restore_path_is_safe(const char *path);
 

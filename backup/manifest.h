@@ -18,14 +18,22 @@
  *     {"path": "base", "type": "dir", "mode": 448},
  *     {"path": "pg_tblspc/16385", "type": "link", "target": "/srv/ts1"},
  *     {"path": "base/5/1259", "type": "file", "mode": 384, "size": 106496, "mtime": 1796000000,
- *      "blocks": [[pack, frame, offset, sealed_len, file_offset, plain_len], ...]}
+ *      "nblocks": 2, "blocks": "<base64>"}      (the references, packed: see below)
  *   ],
  *   "db_bytes": 23456789, "stored_bytes": 3456789,
  *   "checksum_failures": [{"path": "base/5/16384", "block": 3}]
  * }
  *
- * A block reference is [pack, frame, offset, sealed_len, file_offset, plain_len] or, with a
- * seventh element, [..., skip]. It names one frame of a sealed pack object (see
+ * A file's block references are stored packed, as base64 of unsigned LEB128 varints, seven
+ * per reference, each relative to the reference before it (which makes most of them one
+ * byte): pack, frame + 1 - previous frame (zigzag), offset - previous end in the same pack
+ * (zigzag), sealed_len, file_offset - previous file end, plain_len, skip. A manifest with
+ * one JSON array per reference would cost tens of bytes per reference on disk and far
+ * more in memory. Readers also accept the plain form, an array of references
+ * [pack, frame, offset, sealed_len, file_offset, plain_len] or, with a seventh element,
+ * [..., skip].
+ *
+ * A block reference It names one frame of a sealed pack object (see
  * crypto/seal.h): the frame's bytes are [offset, offset + sealed_len) of pack "packs[pack]"
  * and it opens with seal_open_frame(name = repo_key_pack(packs[pack]), index = frame). Of its
  * plaintext, plain_len bytes starting at skip (default 0) are the file's bytes at
@@ -81,6 +89,10 @@ int manifest_file_blocks(json_t *file, struct block_ref **out, size_t *count, wv
 json_t *manifest_block_json(const struct block_ref *b);
 /* One reference (six or seven numbers); -1 when malformed. */
 int manifest_block_decode(json_t *v, struct block_ref *b);
+/* The packed "blocks" string of refs[0..n) (references in file order). */
+json_t *manifest_blocks_pack(const struct block_ref *refs, size_t n);
+/* How many references a file entry holds (0 for anything but a regular file). */
+size_t manifest_file_block_count(json_t *file);
 int manifest_load(repo_t *r, const char *backup_id, json_t **out, wv_err_t *err);
 
 #endif

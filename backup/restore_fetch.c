@@ -75,7 +75,7 @@ int restore_fetch_init(struct restore_fetch *f, repo_t *r, json_t *manifest,
 bool restore_fetch_keep_fd(struct restore_fetch *f, size_t file, int fd)
 {
     if (!f->fds || file >= f->nfiles || f->nopen >= f->max_open ||
-        json_array_size(restore_file_blocks(f->files, file)) == 0)
+        restore_file_block_count(f->files, file) == 0)
         return false;
     f->fds[file] = fd;
     f->nopen++;

@@ -103,6 +103,45 @@ static void test_block_rejects_malformed(void **state)
     }
 }
 
+static void test_packed_round_trip(void **state)
+{
+    (void)state;
+    /* the shapes an incremental makes: runs of one pack, parts of frames, jumps back */
+    struct block_ref in[] = {
+        {0, 0, 8, 70000, 0, 1 << 20, 0},
+        {0, 1, 70008, 60000, 1 << 20, 8192, 0},
+        {2, 5, 123456789, 9000, (1 << 20) + 8192, 16384, 8192},
+        {0, 1, 70008, 60000, (1 << 20) + 24576, 1000000, 24576},
+        {4294967295u, 4294967295u, 1ULL << 40, 1u << 20, 1ULL << 38, 1u << 20, 0},
+    };
+    size_t n = sizeof in / sizeof *in;
+    json_t *file = json_pack("{s:s, s:s, s:I, s:o}", "path", "base/1/2", "type", "file",
+                             "nblocks", (json_int_t)n, "blocks", manifest_blocks_pack(in, n));
+    assert_int_equal(manifest_file_block_count(file), n);
+    struct block_ref *out;
+    size_t got;
+    wv_err_t err = {0};
+    assert_int_equal(manifest_file_blocks(file, &out, &got, &err), 0);
+    assert_int_equal(got, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(out[i].pack, in[i].pack);
+        assert_int_equal(out[i].frame, in[i].frame);
+        assert_true(out[i].offset == in[i].offset);
+        assert_int_equal(out[i].sealed_len, in[i].sealed_len);
+        assert_true(out[i].file_offset == in[i].file_offset);
+        assert_int_equal(out[i].plain_len, in[i].plain_len);
+        assert_int_equal(out[i].skip, in[i].skip);
+    }
+    free(out);
+    /* a count the string cannot hold, and a damaged string, are refused */
+    json_object_set_new(file, "nblocks", json_integer(100000));
+    assert_int_equal(manifest_file_blocks(file, &out, &got, &err), WV_ECORRUPT);
+    json_object_set_new(file, "nblocks", json_integer((json_int_t)n));
+    json_object_set_new(file, "blocks", json_string("AAAA*"));
+    assert_int_equal(manifest_file_blocks(file, &out, &got, &err), WV_ECORRUPT);
+    json_decref(file);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -111,6 +150,7 @@ int main(void)
         cmocka_unit_test(test_summary_rejects_bad_fields),
         cmocka_unit_test(test_block_round_trip),
         cmocka_unit_test(test_block_rejects_malformed),
+        cmocka_unit_test(test_packed_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
