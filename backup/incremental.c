@@ -36,7 +36,7 @@
  * more than SCATTER_MAX_READ times its size, or whose references average less than
  * SCATTER_MIN_BYTES, is stored whole again: restores stay close to a full's cost and
  * manifests stay small. */
-#define SCATTER_MAX_READ 1.5
+#define SCATTER_MAX_READ 1.2
 #define SCATTER_MIN_BYTES (16u * 1024)
 
 static bool all_zero(const uint8_t *data, size_t len)
