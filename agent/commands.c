@@ -2,17 +2,20 @@
  * outcome into an exit status. The only place, with main.c, that prints to the terminal. */
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/cmd_coord.h"
 #include "agent/commands.h"
 #include "agent/progress.h"
 #include "backup/backup.h"
 #include "common/log.h"
 #include "wal/archive.h"
+#include "wal/stream.h"
 
 static int fail(const wv_err_t *err)
 {
@@ -124,6 +127,43 @@ static int cmd_wal_fetch(const struct config *cfg)
     return rc ? fail(&err) : EXIT_OK;
 }
 
+static volatile sig_atomic_t stop_requested;
+
+static void request_stop(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* SIGTERM and SIGINT end the stream cleanly: what was received is stored and reported
+ * first. No SA_RESTART, so the signal also cuts the stream's poll() short. */
+static void catch_stop_signals(void)
+{
+    struct sigaction sa = {.sa_handler = request_stop};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static int cmd_wal_stream(const struct config *cfg)
+{
+    if (cfg->nargs != 0)
+        return usage_error("wal-stream takes no arguments%s", "");
+    wv_err_t err = {0};
+    struct wal_stream_opts opts = {.conninfo = config_get(cfg, OPT_PG),
+                                   .slot = config_get(cfg, OPT_SLOT),
+                                   .application_name = config_get(cfg, OPT_APPLICATION_NAME),
+                                   .stop = &stop_requested};
+    repo_t *r;
+    if (config_duration(cfg, OPT_SYNC_INTERVAL, 0.001, 3600, &opts.sync_interval_s, &err) != 0 ||
+        open_repo(cfg, &r, &err) != 0)
+        return fail(&err);
+    catch_stop_signals();
+    int rc = wal_stream_run(r, &opts, &err);
+    repo_close(r);
+    return rc ? fail(&err) : EXIT_OK;
+}
+
 static int source_of(const char *s, enum backup_source *out)
 {
     if (strcmp(s, "auto") == 0)
@@ -226,9 +266,9 @@ static int build_restore_command(const struct config *cfg, char *out, size_t len
     if (append_file_option(cfg, OPT_CONFIG, out, len, err) != 0 ||
         append_file_option(cfg, OPT_S3_CA_FILE, out, len, err) != 0)
         return err->code;
-    static const enum opt_id passed[] = {OPT_REPO,         OPT_NODE,       OPT_S3_ENDPOINT,
-                                         OPT_S3_REGION,    OPT_S3_URI_STYLE, OPT_S3_PROFILE,
-                                         OPT_S3_RETRY_SECONDS};
+    static const enum opt_id passed[] = {
+        OPT_REPO,         OPT_NODE,       OPT_S3_ENDPOINT,     OPT_S3_REGION,
+        OPT_S3_URI_STYLE, OPT_S3_PROFILE, OPT_S3_RETRY_SECONDS};
     for (size_t i = 0; i < sizeof passed / sizeof *passed; i++) {
         if (!config_get(cfg, passed[i]))
             continue;
@@ -277,7 +317,10 @@ static int cmd_restore(const struct config *cfg)
         build_restore_command(cfg, command, sizeof command, &err) != 0 ||
         open_repo(cfg, &r, &err) != 0)
         return fail(&err);
-    if (repo_node_get(r, &node, &err) != 0) { /* the node record authenticates too */
+    struct watermark_target wm = {0};
+    if (repo_node_get(r, &node, &err) != 0 || /* the node record authenticates too */
+        (config_get(cfg, OPT_WATERMARK) &&
+         cmd_coord_restore_target(cfg, r, &opts, &wm, &err) != 0)) {
         repo_close(r);
         return fail(&err);
     }
@@ -287,6 +330,7 @@ static int cmd_restore(const struct config *cfg)
     int rc = restore_run(r, &opts, id, &err);
     progress_display_free(pd);
     repo_close(r);
+    cmd_coord_restore_done(&wm);
     if (rc)
         return fail(&err);
     printf("restored backup %s into %s; start PostgreSQL there to recover\n", id, opts.target_dir);
@@ -335,6 +379,13 @@ static void print_wal(json_t *doc)
                    json_string_value(json_object_get(range, "last")),
                    json_integer_value(json_object_get(range, "segments")));
         }
+        json_t *partial = json_object_get(tl, "partial");
+        if (partial)
+            printf("  + partial segment %s up to LSN %s (streamed, %" JSON_INTEGER_FORMAT
+                   " fragments)\n",
+                   json_string_value(json_object_get(partial, "segment")),
+                   json_string_value(json_object_get(partial, "end_lsn")),
+                   json_integer_value(json_object_get(partial, "fragments")));
     }
 }
 
@@ -346,6 +397,8 @@ static int cmd_list(const struct config *cfg)
     if (open_repo(cfg, &r, &err) != 0)
         return fail(&err);
     int rc = catalog_describe(r, &doc, &err);
+    if (rc == 0 && (rc = cmd_coord_list(r, doc, &err)) != 0)
+        json_decref(doc);
     repo_close(r);
     if (rc)
         return fail(&err);
@@ -356,6 +409,7 @@ static int cmd_list(const struct config *cfg)
         printf("node %s\n", json_string_value(json_object_get(doc, "node")));
         print_backups(doc);
         print_wal(doc);
+        cmd_coord_list_print(doc);
     }
     json_decref(doc);
     return EXIT_OK;
@@ -374,6 +428,8 @@ static int cmd_verify(const struct config *cfg)
     int rc = verify_run(r, &opts, &report, &err);
     progress_display_free(pd);
     repo_close(r);
+    if (rc == 0 && (rc = cmd_coord_verify(cfg, report, &err)) != 0)
+        json_decref(report);
     if (rc)
         return fail(&err);
     json_t *problems = json_object_get(report, "problems");
@@ -382,10 +438,12 @@ static int cmd_verify(const struct config *cfg)
     json_array_foreach(problems, i, p) log_error("%s", json_string_value(p));
     size_t n = json_array_size(problems);
     printf("verified %" JSON_INTEGER_FORMAT " backups, %" JSON_INTEGER_FORMAT
-           " objects, %" JSON_INTEGER_FORMAT " bytes: %zu problem%s\n",
+           " objects, %" JSON_INTEGER_FORMAT " bytes, %" JSON_INTEGER_FORMAT
+           " watermarks: %zu problem%s\n",
            json_integer_value(json_object_get(report, "backups_checked")),
            json_integer_value(json_object_get(report, "objects_checked")),
-           json_integer_value(json_object_get(report, "bytes_checked")), n, n == 1 ? "" : "s");
+           json_integer_value(json_object_get(report, "bytes_checked")),
+           json_integer_value(json_object_get(report, "watermarks_checked")), n, n == 1 ? "" : "s");
     json_decref(report);
     return n ? EXIT_FAILURE_ : EXIT_OK;
 }
@@ -400,8 +458,8 @@ static int optional_int(const struct config *cfg, enum opt_id id, int max, int *
 static void print_expired(json_t *report)
 {
     bool dry = json_is_true(json_object_get(report, "dry_run"));
-    static const char *const kinds[] = {"backups", "packs", "wal"};
-    for (size_t k = 0; k < 3; k++) {
+    static const char *const kinds[] = {"backups", "packs", "wal", "watermarks"};
+    for (size_t k = 0; k < 4; k++) {
         size_t i;
         json_t *key;
         json_array_foreach(json_object_get(report, kinds[k]), i, key)
@@ -424,19 +482,27 @@ static int cmd_expire(const struct config *cfg)
         optional_int(cfg, OPT_RETAIN_DAYS, 100000, &opts.retain_days, &err) != 0 ||
         config_int(cfg, OPT_GC_GRACE, 0, 365 * 86400, &grace, &err) != 0)
         return fail(&err);
-    if (!opts.retain_full && !opts.retain_days)
-        return usage_error("expire needs --retain-full N and/or --retain-days D%s", "");
+    if (!opts.retain_full && !opts.retain_days && !config_get(cfg, OPT_RETAIN_WATERMARKS))
+        return usage_error("expire needs --retain-full N, --retain-days D and/or "
+                           "--retain-watermarks N%s", "");
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     opts.now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     opts.grace_s = grace;
     if (open_repo(cfg, &r, &err) != 0)
         return fail(&err);
-    json_t *report;
-    int rc = expire_run(r, &opts, &report, &err);
+    json_t *report = NULL;
+    int rc = cmd_coord_expire_keep(cfg, r, &opts.keep_ids, &err);
+    if (rc == 0)
+        rc = expire_run(r, &opts, &report, &err);
+    if (rc == 0)
+        rc = cmd_coord_expire_prune(cfg, r, report, &err);
+    json_decref(opts.keep_ids);
     repo_close(r);
-    if (rc)
+    if (rc) {
+        json_decref(report);
         return fail(&err);
+    }
     print_expired(report);
     json_decref(report);
     return EXIT_OK;
@@ -451,9 +517,21 @@ int commands_run(const struct config *cfg)
         {"keygen", cmd_keygen},     {"init", cmd_init},       {"wal-push", cmd_wal_push},
         {"wal-fetch", cmd_wal_fetch}, {"backup", cmd_backup}, {"restore", cmd_restore},
         {"list", cmd_list},         {"verify", cmd_verify},   {"expire", cmd_expire},
+        {"wal-stream", cmd_wal_stream},
+        {"watermark", cmd_watermark}, {"coordinator", cmd_coordinator}, {"plan", cmd_plan},
     };
     for (size_t i = 0; i < sizeof table / sizeof *table; i++)
         if (strcmp(cfg->command, table[i].name) == 0)
             return table[i].run(cfg);
     return usage_error("unknown command \"%s\" (see walvault --help)", cfg->command);
+}
+
+struct repo_config commands_repo_config(const struct config *cfg)
+{
+    return repo_config_of(cfg);
+}
+
+int commands_fail(const wv_err_t *err)
+{
+    return fail(err);
 }

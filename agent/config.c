@@ -38,9 +38,9 @@ static const struct opt_def options[OPT_COUNT] = {
                               "give up an S3 request after this long without progress (60)"},
     [OPT_S3_STALL_SECONDS] = {"s3-stall-seconds", true, NULL, NULL,
                               "retry an S3 transfer idle this long (30)"},
-    [OPT_ARCHIVE_TIMEOUT] = {"archive-timeout", true, "300", "backup",
+    [OPT_ARCHIVE_TIMEOUT] = {"archive-timeout", true, "300", "backup coordinator",
                              "seconds to wait for the WAL a backup needs to be archived"},
-    [OPT_SOURCE] = {"source", true, "auto", "backup", "local, stream or auto"},
+    [OPT_SOURCE] = {"source", true, "auto", "backup coordinator", "local, stream or auto"},
     [OPT_PREFETCH] = {"prefetch", true, "8", "wal-fetch", "segments to fetch ahead"},
     [OPT_SPOOL_DIR] = {"spool-dir", true, NULL, "wal-fetch",
                        "where prefetched segments wait (default: beside DEST)"},
@@ -55,13 +55,13 @@ static const struct opt_def options[OPT_COUNT] = {
                     "parent of an incremental (default: the newest on the timeline)"},
     [OPT_TO] = {"to", true, NULL, "restore", "empty directory to restore into"},
     [OPT_BACKUP] = {"backup", true, NULL, "restore verify", "backup id"},
-    [OPT_TARGET_TIME] = {"target-time", true, NULL, "restore", "recover to this time"},
+    [OPT_TARGET_TIME] = {"target-time", true, NULL, "restore plan", "recover to this time"},
     [OPT_TARGET_LSN] = {"target-lsn", true, NULL, "restore", "recover to this LSN"},
     [OPT_TARGET_ACTION] = {"target-action", true, "promote", "restore",
                            "promote, pause or shutdown at the target"},
     [OPT_TABLESPACE_MAP] = {"tablespace-map", true, NULL, "restore",
                             "OID=DIR or OLD_DIR=DIR, repeatable: relocate a tablespace"},
-    [OPT_JSON] = {"json", false, NULL, "list", "print JSON"},
+    [OPT_JSON] = {"json", false, NULL, "list plan watermark", "print JSON"},
     [OPT_RETAIN_FULL] = {"retain-full", true, NULL, "expire",
                          "keep the newest N full backups and all backups after them"},
     [OPT_RETAIN_DAYS] = {"retain-days", true, NULL, "expire",
@@ -69,6 +69,25 @@ static const struct opt_def options[OPT_COUNT] = {
     [OPT_DRY_RUN] = {"dry-run", false, NULL, "expire", "list what would be removed, remove nothing"},
     [OPT_GC_GRACE] = {"gc-grace", true, "86400", "expire",
                       "seconds: packs of backups started this recently are never collected"},
+    [OPT_SLOT] = {"slot", true, NULL, "wal-stream",
+                  "physical replication slot (default walvault_<node>)"},
+    [OPT_APPLICATION_NAME] = {"application-name", true, NULL, "wal-stream",
+                              "application_name to name in synchronous_standby_names "
+                              "(default: the node name)"},
+    [OPT_SYNC_INTERVAL] = {"sync-interval", true, "1s", "wal-stream",
+                           "store received WAL at least this often (200ms, 1s, 0.5)"},
+    [OPT_WATERMARK] = {"watermark", true, NULL, "restore plan",
+                       "watermark number or latest: the node's point of that consistent cut"},
+    [OPT_WATERMARK_TIMEOUT] = {"watermark-timeout", true, "60", "watermark coordinator",
+                               "seconds to wait until every node's archive holds its LSN"},
+    [OPT_WATERMARK_EVERY] = {"watermark-every", true, "60s", "coordinator",
+                             "take a watermark this often (30s, 5m, 1h; 0: never)"},
+    [OPT_BACKUP_EVERY] = {"backup-every", true, "24h", "coordinator",
+                          "ordered group backup this often (0: never)"},
+    [OPT_ONCE] = {"once", false, NULL, "coordinator",
+                  "one group backup, then one watermark, then exit"},
+    [OPT_RETAIN_WATERMARKS] = {"retain-watermarks", true, NULL, "expire",
+                               "keep the newest N watermarks restorable; remove older ones"},
     [OPT_HELP] = {"help", false, NULL, NULL, "show help"},
     [OPT_VERSION] = {"version", false, NULL, NULL, "show the version"},
 };
@@ -254,5 +273,28 @@ int config_int(const struct config *cfg, enum opt_id id, int min, int max, int *
         return wv_err_set(err, WV_EUSAGE, "--%s wants a whole number from %d to %d, got \"%s\"",
                           options[id].name, min, max, v ? v : "");
     *out = (int)n;
+    return 0;
+}
+
+int config_duration(const struct config *cfg, enum opt_id id, double min_s, double max_s,
+                    double *out, wv_err_t *err)
+{
+    const char *v = cfg->values[id];
+    char *end = NULL;
+    double n = v ? strtod(v, &end) : 0;
+    double scale = !end || end == v          ? 0
+                   : strcmp(end, "") == 0    ? 1
+                   : strcmp(end, "s") == 0   ? 1
+                   : strcmp(end, "ms") == 0  ? 0.001
+                   : strcmp(end, "min") == 0 ? 60
+                   : strcmp(end, "m") == 0   ? 60
+                   : strcmp(end, "h") == 0   ? 3600
+                                             : 0;
+    n *= scale;
+    if (scale == 0 || !(n >= min_s && n <= max_s))
+        return wv_err_set(err, WV_EUSAGE,
+                          "--%s wants a duration from %g to %g s (e.g. 200ms, 1s, 0.5), got \"%s\"",
+                          options[id].name, min_s, max_s, v ? v : "");
+    *out = n;
     return 0;
 }

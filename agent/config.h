@@ -49,6 +49,15 @@ enum opt_id {
     OPT_RETAIN_DAYS,
     OPT_DRY_RUN,
     OPT_GC_GRACE,
+    OPT_SLOT,
+    OPT_APPLICATION_NAME,
+    OPT_SYNC_INTERVAL,
+    OPT_WATERMARK,
+    OPT_WATERMARK_TIMEOUT,
+    OPT_WATERMARK_EVERY,
+    OPT_BACKUP_EVERY,
+    OPT_ONCE,
+    OPT_RETAIN_WATERMARKS,
     OPT_HELP,
     OPT_VERSION,
     OPT_COUNT
@@ -84,6 +93,10 @@ int config_load(int argc, char **argv, char **env, struct config *cfg, wv_err_t 
 void config_free(struct config *cfg);
 const char *config_get(const struct config *cfg, enum opt_id id);
 bool config_flag(const struct config *cfg, enum opt_id id);
+/* A duration: seconds with decimals ("1.5"), or with a unit: ms, s, min ("200ms", "2s");
+ * from min_s to max_s seconds. WV_EUSAGE naming the option otherwise. */
+int config_duration(const struct config *cfg, enum opt_id id, double min_s, double max_s,
+                    double *out, wv_err_t *err);
 /* A positive integer option; WV_EUSAGE naming the option otherwise. */
 int config_int(const struct config *cfg, enum opt_id id, int min, int max, int *out,
                wv_err_t *err);

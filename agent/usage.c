@@ -14,12 +14,24 @@ static const struct {
     {"wal-push", "wal-push PATH                archive one WAL file (archive_command)"},
     {"wal-fetch", "wal-fetch NAME DEST          fetch one WAL file (restore_command); exit 1 "
                   "when absent"},
+    {"wal-stream", "wal-stream [--slot S] [--application-name A] [--sync-interval T]\n"
+                   "                               stream WAL over a replication slot into the\n"
+                   "                               repository until SIGTERM"},
     {"restore", "restore --to DIR [--backup ID] [--target-time T | --target-lsn L]\n"
+                "        [--watermark N|latest]\n"
                 "                               restore a backup and set up recovery"},
-    {"list", "list [--json]                backups and WAL ranges"},
-    {"verify", "verify [--backup ID]         read and check every object, WAL continuity"},
-    {"expire", "expire [--retain-full N] [--retain-days D] [--dry-run]\n"
+    {"list", "list [--json]                backups, WAL ranges and watermarks"},
+    {"verify", "verify [--backup ID]         read and check every object, WAL continuity,\n"
+               "                               every watermark restorable for every node"},
+    {"expire", "expire [--retain-full N] [--retain-days D] [--retain-watermarks N] [--dry-run]\n"
                "                               apply retention, collect WAL and packs"},
+    {"watermark", "watermark [--json]           take one consistent cut of the cluster now\n"
+                  "                               (nodes: [node NAME] sections of --config)"},
+    {"coordinator", "coordinator [--watermark-every T] [--backup-every T] [--once]\n"
+                    "                               watermarks and ordered group backups on a "
+                    "schedule"},
+    {"plan", "plan (--watermark N|latest | --target-time T) [--json]\n"
+             "                               restore plan for every node of a watermark"},
 };
 
 bool usage_known_command(const char *command)

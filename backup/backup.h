@@ -49,6 +49,11 @@ struct restore_opts {
     const struct tablespace_relocation *relocations;
     size_t relocation_count;
     const char *restore_command; /* written into the recovery settings as it is */
+    /* A watermark's point (coord/): recover on this timeline (0: latest) and stop before the
+     * first record that starts at or after target_lsn (recovery_target_inclusive = off),
+     * so that nothing written after the cut is replayed. */
+    uint32_t target_timeline;
+    bool target_exclusive;
     int jobs;
     struct progress_sink progress;
 };
@@ -66,6 +71,7 @@ struct expire_opts {
     bool dry_run;
     int64_t grace_s; /* packs of backups started this recently are never collected */
     int64_t now_ms;
+    json_t *keep_ids; /* backup ids kept whatever the rules say (retained watermarks), or NULL */
 };
 /* Applies retention and collects garbage; *report lists what went (or would go, dry run):
  * {"backups": [keys], "packs": [keys], "wal": [keys], "backups_kept": n, "dry_run": b}. */

@@ -627,11 +627,20 @@ static int catalog_wal_name(struct wal_catalog *c, const char *rel, wv_err_t *er
     if (!name || wal_file_parse(name + 1, c->seg_size, &wf, &ignored) != 0 ||
         strtoul(rel, NULL, 16) != wf.tli)
         return 0;
-    if (wf.kind != WAL_KIND_SEGMENT && wf.kind != WAL_KIND_HISTORY)
+    if (wf.kind != WAL_KIND_SEGMENT && wf.kind != WAL_KIND_HISTORY &&
+        wf.kind != WAL_KIND_FRAGMENT)
         return 0;
     struct wal_timeline *t = timeline_get(c, wf.tli);
     if (t && wf.kind == WAL_KIND_HISTORY)
         t->history = true;
+    if (t && wf.kind == WAL_KIND_FRAGMENT) { /* leftovers beside a whole segment don't count */
+        if (!t->count || wf.segno > t->ranges[t->count - 1].last)
+            wal_frag_chain_add(&t->partial, &wf);
+        return 0;
+    }
+    /* a whole segment after a fragmented one: that one is a hole, not the newest */
+    if (t && wf.kind == WAL_KIND_SEGMENT && t->partial.any && wf.segno > t->partial.segno)
+        t->partial = (struct wal_frag_chain){0};
     if (!t || (wf.kind == WAL_KIND_SEGMENT && timeline_add_segment(t, wf.segno) != 0))
         return wv_err_set(err, WV_EFAIL, "out of memory listing WAL");
     return 0;
@@ -711,8 +720,17 @@ static json_t *timeline_json(const struct wal_timeline *t, uint32_t seg_size)
                               json_pack("{s:s, s:s, s:I}", "first", first, "last", last, "segments",
                                         (json_int_t)(t->ranges[i].last - t->ranges[i].first + 1)));
     }
-    return json_pack("{s:I, s:o, s:b}", "timeline", (json_int_t)t->tli, "ranges", ranges, "history",
-                     t->history);
+    json_t *doc = json_pack("{s:I, s:o, s:b}", "timeline", (json_int_t)t->tli, "ranges", ranges,
+                            "history", t->history);
+    if (t->partial.any && t->partial.end > 0) { /* streamed, not yet stored whole */
+        char seg[WAL_NAME_MAX], end[WAL_LSN_STR_MAX];
+        wal_segment_name(t->tli, t->partial.segno, seg_size, seg);
+        wal_lsn_format(wal_segment_start(t->partial.segno, seg_size) + t->partial.end, end);
+        json_object_set_new(doc, "partial", json_pack("{s:s, s:s, s:I}", "segment", seg, "end_lsn",
+                                                      end, "fragments",
+                                                      (json_int_t)t->partial.count));
+    }
+    return doc;
 }
 
 static int describe_wal(repo_t *r, json_t *wal, wv_err_t *err)

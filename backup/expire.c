@@ -62,6 +62,18 @@ static int note_kept(struct expire_run *x, const struct manifest_summary *b, wv_
     return 0;
 }
 
+static bool is_kept_id(json_t *ids, const char *id)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        if (json_is_string(v) && strcmp(json_string_value(v), id) == 0)
+            return true;
+    }
+    return false;
+}
+
 static int expire_backups(struct expire_run *x, wv_err_t *err)
 {
     struct manifest_summary *all;
@@ -71,8 +83,12 @@ static int expire_backups(struct expire_run *x, wv_err_t *err)
         return rc;
     bool *keep = calloc(n ? n : 1, sizeof *keep);
     struct retention_policy p = {x->opts->retain_full, x->opts->retain_days, x->opts->now_ms};
+    if (p.retain_full <= 0 && p.retain_days <= 0 && x->opts->keep_ids)
+        p.retain_full = 1; /* watermarks alone: the newest full backup and all after it stay */
     rc =
         keep ? retention_decide(all, n, &p, keep, err) : wv_err_set(err, WV_EFAIL, "out of memory");
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        keep[i] = keep[i] || is_kept_id(x->opts->keep_ids, all[i].id);
     json_int_t kept = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         char key[REPO_KEY_MAX];

@@ -16,6 +16,7 @@
 #include "backup/backup.h"
 #include "backup/manifest.h"
 #include "crypto/seal.h"
+#include "wal/archive.h"
 
 /* ---- recovery target times (catalog.c) ---- */
 
@@ -58,6 +59,9 @@ struct wal_timeline {
     bool history;
     struct wal_range *ranges; /* ascending */
     size_t count, cap;
+    /* wal-stream's fragments of the newest segment when it is not stored whole yet: that
+     * segment is archived up to partial.end (bytes from its start). */
+    struct wal_frag_chain partial;
 };
 
 struct wal_catalog {

@@ -357,10 +357,17 @@ static int recovery_block(const struct restore_ctx *c, buf_t *b, wv_err_t *err)
         wal_lsn_format(c->lsn, lsn);
         rc = append_setting(b, "recovery_target_lsn", lsn, err);
     }
+    /* PostgreSQL's inclusive LSN target also replays the record that starts at the target;
+     * a watermark's LSN ends the cut, so that record is already after it. */
+    if (rc == 0 && c->has_lsn && c->opts->target_exclusive)
+        rc = append_setting(b, "recovery_target_inclusive", "off", err);
     if (rc == 0)
         rc = append_setting(b, "recovery_target_action", c->action, err);
+    char tli[16] = "latest";
+    if (c->opts->target_timeline)
+        snprintf(tli, sizeof tli, "%u", c->opts->target_timeline);
     if (rc == 0)
-        rc = append_setting(b, "recovery_target_timeline", "latest", err);
+        rc = append_setting(b, "recovery_target_timeline", tli, err);
     return rc;
 }
 

@@ -266,9 +266,15 @@ static void check_segment(struct verify_state *v, const char *key, const struct 
     struct wal_segment_header h;
     wv_err_t e = {0};
     const char *name = strrchr(key, '/') ? strrchr(key, '/') + 1 : key;
-    if (wal_file_parse(name, seg_size, &wf, &e) != 0 || wf.kind != WAL_KIND_SEGMENT)
+    if (wal_file_parse(name, seg_size, &wf, &e) != 0 ||
+        (wf.kind != WAL_KIND_SEGMENT && wf.kind != WAL_KIND_FRAGMENT))
         return;
-    if (w->plain != seg_size) {
+    if (wf.kind == WAL_KIND_FRAGMENT && w->plain != wf.frag_end - wf.frag_start) {
+        problem(v, "WAL fragment %s holds %" PRIu64 " bytes, not the %u its name says", key,
+                w->plain, wf.frag_end - wf.frag_start);
+    } else if (wf.kind == WAL_KIND_FRAGMENT && wf.frag_start != 0) {
+        return; /* only a segment's first bytes carry its header */
+    } else if (wf.kind == WAL_KIND_SEGMENT && w->plain != seg_size) {
         problem(v, "WAL segment %s holds %" PRIu64 " bytes, not the segment size %u", key, w->plain,
                 seg_size);
     } else if (wal_segment_header_parse(w->head, sizeof w->head, &h, &e) != 0) {
@@ -338,6 +344,27 @@ static void name_range(uint32_t tli, uint64_t a, uint64_t b, uint32_t seg_size, 
         snprintf(out, len, "%s to %s", first, last);
 }
 
+/* The stop segment may be one wal-stream has not finished: its fragments must reach the
+ * backup's stop LSN, and no segment may be missing before it. */
+static void check_partial(struct verify_state *v, const struct wal_timeline *t,
+                          const struct manifest_summary *s, uint64_t next, uint32_t seg_size)
+{
+    char names[2 * WAL_NAME_MAX + 8];
+    if (t->partial.segno > next) {
+        name_range(s->timeline, next, t->partial.segno - 1, seg_size, names, sizeof names);
+        problem(v, "WAL gap on timeline %u: %s missing (needed by backup %s)", s->timeline,
+                names, s->id);
+    }
+    wal_lsn_t held = wal_segment_start(t->partial.segno, seg_size) + t->partial.end;
+    if (held < s->stop_lsn) {
+        char have[WAL_LSN_STR_MAX], want[WAL_LSN_STR_MAX];
+        wal_lsn_format(held, have);
+        wal_lsn_format(s->stop_lsn, want);
+        problem(v, "backup %s: WAL on timeline %u is archived up to %s only, not to its stop LSN %s",
+                s->id, s->timeline, have, want);
+    }
+}
+
 /* Every segment from the one holding start_lsn to the newest of the timeline must be there:
  * recovery replays them all, in order. */
 static void check_continuity(struct verify_state *v, const struct wal_catalog *cat,
@@ -357,6 +384,10 @@ static void check_continuity(struct verify_state *v, const struct wal_catalog *c
                     names, s->id);
         }
         next = r->last + 1;
+    }
+    if (t && t->partial.any && t->partial.segno >= next && next <= stop) {
+        check_partial(v, t, s, next, cat->seg_size);
+        return;
     }
     if (next <= stop) {
         name_range(s->timeline, next, stop, cat->seg_size, names, sizeof names);
@@ -437,7 +468,7 @@ int verify_run(repo_t *r, const struct verify_opts *opts, json_t **report, wv_er
     int rc = v.problems && v.packs ? check_all(&v, err)
                                    : wv_err_set(err, WV_EFAIL, "out of memory verifying");
     if (rc == 0) {
-        log_info("verify of node %s: %zu problems in %" PRIu64 " backups", repo_node(r),
+        log_debug("verify of node %s: %zu problems in %" PRIu64 " backups", repo_node(r),
                  json_array_size(v.problems), v.backups);
         *report =
             json_pack("{s:O, s:I, s:I, s:I}", "problems", v.problems, "backups_checked",

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages walvault needs to build, test and benchmark.
+# Installs the Debian packages walvault needs to build, test and benchmark, and the S3 test
+# server (s3rver, pinned in tests/s3/package-lock.json) with npm.
 # Idempotent and silent when everything is present; runs unattended (no terminal).
 # Debian's postgresql package creates (and may start) a default cluster 'main':
 # nothing here depends on it, and nothing here stops or disables it.
 set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 packages=(
   build-essential cmake pkg-config
@@ -15,27 +18,57 @@ packages=(
   util-linux                          # runuser: tests run PostgreSQL as an unprivileged user
   procps
   python3                             # tests parse walvault's --json output
+  curl                                # tests drive the S3 proxy's control API
+  awscli                              # tests and bench/ cross-check the S3 server with it
 )
+# Node.js runs the S3 test server and proxy (tests/s3). A node already installed (say a
+# newer one from elsewhere) is used as it is; Debian's nodejs and npm come only when absent.
+if ! command -v node >/dev/null; then
+  packages+=(nodejs npm)
+elif ! command -v npm >/dev/null; then
+  packages+=(npm)
+fi
+
+log=$(mktemp /tmp/walvault-install-deps.XXXXXX)
+trap 'rm -f "$log"' EXIT
 
 missing=()
 for pkg in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
   [[ $status == installed ]] || missing+=("$pkg")
 done
-((${#missing[@]} == 0)) && exit 0
 
-if ((EUID != 0)); then
-  echo "install-deps.sh: missing Debian packages: ${missing[*]}; run this script as root to install them" >&2
-  exit 1
+if ((${#missing[@]} > 0)); then
+  if ((EUID != 0)); then
+    echo "install-deps.sh: missing Debian packages: ${missing[*]}; run this script as root to install them" >&2
+    exit 1
+  fi
+  echo "install-deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { apt-get update -qq &&
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"; } </dev/null >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "install-deps.sh: apt-get failed while installing: ${missing[*]}" >&2
+    exit 1
+  fi
 fi
 
-echo "install-deps.sh: installing ${missing[*]}"
-log=$(mktemp /tmp/walvault-install-deps.XXXXXX)
-trap 'rm -f "$log"' EXIT
-export DEBIAN_FRONTEND=noninteractive
-if ! { apt-get update -qq &&
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"; } </dev/null >"$log" 2>&1; then
-  cat "$log" >&2
-  echo "install-deps.sh: apt-get failed while installing: ${missing[*]}" >&2
+# --- the S3 test server: npm ci in tests/s3 when node_modules is missing or was installed
+# from another package-lock.json (its hash is kept in node_modules as a stamp).
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 16)); then
+  echo "install-deps.sh: node $(node --version) is too old for tests/s3 (16 or later needed)" >&2
   exit 1
+fi
+s3dir=$root/tests/s3
+stamp=$s3dir/node_modules/.walvault-lock-sha256
+want=$(sha256sum <"$s3dir/package-lock.json" | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" || ! -f $s3dir/node_modules/s3rver/package.json ]]; then
+  echo "install-deps.sh: npm ci in tests/s3 (s3rver)"
+  if ! (cd "$s3dir" && npm ci --no-audit --no-fund --loglevel=error) </dev/null >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "install-deps.sh: npm ci failed in $s3dir" >&2
+    exit 1
+  fi
+  echo "$want" >"$stamp"
 fi

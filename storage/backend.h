@@ -19,6 +19,8 @@ struct storage_ops {
     int (*list_open)(storage_t *st, const char *prefix, storage_iter_t **out, wv_err_t *err);
     int (*iter_next)(storage_iter_t *it, const char **key, uint64_t *size, wv_err_t *err);
     void (*iter_close)(storage_iter_t *it);
+    /* Optional: deletes many keys, absent ones included; NULL makes storage.c loop on del. */
+    int (*del_many)(storage_t *st, const char *const *keys, size_t count, wv_err_t *err);
     void (*close)(storage_t *st);
 };
 
@@ -37,6 +39,8 @@ struct storage {
 };
 
 int storage_file_open(const char *dir, storage_t *st, wv_err_t *err);
+/* url: "s3://bucket[/prefix]"; fills st->ops, st->impl and st->url. */
+int storage_s3_open(const char *url, const struct storage_opts *opts, storage_t *st, wv_err_t *err);
 /* Rejects keys that could escape the store ("..", leading '/', empty parts). */
 int storage_check_key(const char *key, wv_err_t *err);
 

@@ -144,16 +144,14 @@ static int open_file_store(storage_t *st, const char *url, wv_err_t *err)
 
 int storage_open(const char *url, const struct storage_opts *opts, storage_t **out, wv_err_t *err)
 {
-    (void)opts; /* only S3 needs them */
     *out = NULL;
     if (!url || !url[0])
         return wv_err_set(err, WV_EUSAGE, "no repository given: use file:///dir or s3://...");
-    if (strncmp(url, S3_SCHEME, strlen(S3_SCHEME)) == 0)
-        return wv_err_set(err, WV_EUSAGE, "s3:// repositories are not supported by this build yet");
     storage_t *st = calloc(1, sizeof *st);
     if (!st)
         return wv_err_set(err, WV_EFAIL, "out of memory opening repository %s", url);
-    int rc = open_file_store(st, url, err);
+    int rc = strncmp(url, S3_SCHEME, strlen(S3_SCHEME)) == 0 ? storage_s3_open(url, opts, st, err)
+                                                             : open_file_store(st, url, err);
     if (rc) {
         free(st->url);
         free(st);
@@ -280,6 +278,25 @@ int storage_delete(storage_t *st, const char *key, wv_err_t *err)
     if (rc)
         return rc;
     return st->ops->del(st, key, err);
+}
+
+int storage_delete_many(storage_t *st, const char *const *keys, size_t count, wv_err_t *err)
+{
+    for (size_t i = 0; i < count; i++) {
+        int rc = storage_check_key(keys[i], err);
+        if (rc)
+            return rc;
+    }
+    if (count == 0)
+        return 0;
+    if (st->ops->del_many)
+        return st->ops->del_many(st, keys, count, err);
+    for (size_t i = 0; i < count; i++) {
+        int rc = st->ops->del(st, keys[i], err);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- listing ---- */

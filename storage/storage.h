@@ -38,8 +38,7 @@ struct storage_opts {
 typedef int (*storage_sink_fn)(void *ctx, const void *data, size_t len, wv_err_t *err);
 
 /* url: "file:///abs/dir" (or a plain absolute path), or "s3://bucket[/prefix]". */
-int storage_open(const char *url, const struct storage_opts *opts, storage_t **out,
-                 wv_err_t *err);
+int storage_open(const char *url, const struct storage_opts *opts, storage_t **out, wv_err_t *err);
 void storage_close(storage_t *st);
 /* A printable description of the store, for messages ("file:///var/backups"). */
 const char *storage_url(const storage_t *st);

@@ -10,6 +10,10 @@ int wal_archive_key(repo_t *r, const char *name, uint32_t seg_size, char *out, s
     int rc = wal_file_parse(name, seg_size, &f, err);
     if (rc)
         return rc;
+    /* Fragments are wal-stream's alone: a pushed file must never pose as one. */
+    if (f.kind == WAL_KIND_FRAGMENT)
+        return wv_err_set(err, WV_EUSAGE, "%s names a wal-stream fragment, not a WAL file",
+                          name);
     if (repo_key_wal(r, f.tli, name, out, len) != 0)
         return wv_err_set(err, WV_EUSAGE, "WAL file name too long: %s", name);
     return 0;
@@ -28,6 +32,13 @@ int wal_archived_range(repo_t *r, uint32_t tli, wal_lsn_t start_lsn, wal_lsn_t s
         uint64_t size;
         int rc = storage_head(repo_storage(r), key, &size, err);
         if (rc == WV_ENOTFOUND) {
+            /* wal-stream's fragments of an unfinished segment serve as far as they reach. */
+            uint32_t need = segno == last ? (uint32_t)((stop_lsn - 1) % seg_size) + 1 : seg_size;
+            struct wal_frag_chain c;
+            if ((rc = wal_fragments_scan(r, tli, segno, seg_size, &c, err)) != 0)
+                return rc;
+            if (c.end >= need)
+                continue;
             *yes = false;
             snprintf(missing, WAL_NAME_MAX, "%s", name);
             return 0;

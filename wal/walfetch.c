@@ -190,6 +190,69 @@ static void start_prefetch(repo_t *r, const struct wal_file *f, uint32_t seg_siz
     _exit(0);
 }
 
+/* The newest segment of a timeline: nothing of the next one, whole or fragment, exists. */
+static int is_newest(repo_t *r, const struct wal_file *f, uint32_t seg_size, bool *yes,
+                     wv_err_t *err)
+{
+    char name[WAL_NAME_MAX], key[REPO_KEY_MAX];
+    wal_segment_name(f->tli, f->segno + 1, seg_size, name);
+    repo_key_wal(r, f->tli, name, key, sizeof key);
+    uint64_t size;
+    int rc = storage_head(repo_storage(r), key, &size, err);
+    *yes = false;
+    if (rc != WV_ENOTFOUND)
+        return rc;
+    struct wal_frag_chain next;
+    if ((rc = wal_fragments_scan(r, f->tli, f->segno + 1, seg_size, &next, err)) != 0)
+        return rc;
+    *yes = !next.any;
+    return 0;
+}
+
+static int write_zeros(struct file_sink *s, uint64_t count, wv_err_t *err)
+{
+    static const uint8_t zeros[65536];
+    while (count > 0) {
+        size_t n = count < sizeof zeros ? (size_t)count : sizeof zeros;
+        int rc = write_to_file(s, zeros, n, err);
+        if (rc)
+            return rc;
+        count -= n;
+    }
+    return 0;
+}
+
+/* A segment wal-stream has not finished: its fragments, then zeros to the segment's size.
+ * Recovery replays to the last archived byte and finds the zeros an invalid record, the
+ * normal end of WAL. Only the newest segment of a timeline is served so: fragments of an
+ * older one mean its whole copy is missing, and padding would hide that. */
+static int fetch_fragments(repo_t *r, const struct wal_file *f, uint32_t seg_size,
+                           const char *name, const char *dest, wv_err_t *err)
+{
+    bool newest;
+    int rc = is_newest(r, f, seg_size, &newest, err);
+    if (rc)
+        return rc;
+    if (!newest)
+        return wv_err_set(err, WV_ENOTFOUND, "WAL segment %s is not archived", name);
+    char tmp[PATH_MAX];
+    struct file_sink s;
+    if ((rc = open_temp(dest, tmp, sizeof tmp, &s, err)) != 0)
+        return rc;
+    uint32_t end = 0;
+    rc = wal_fragments_read(r, f->tli, f->segno, seg_size, write_to_file, &s, &end, err);
+    if (rc == 0 && end == 0)
+        rc = wv_err_set(err, WV_ENOTFOUND, "WAL segment %s is not archived", name);
+    if (rc == 0)
+        rc = write_zeros(&s, seg_size - end, err);
+    if (rc == 0) {
+        char lsn[WAL_LSN_STR_MAX];
+        wal_lsn_format(wal_segment_start(f->segno, seg_size) + end, lsn);
+        log_info("%s is not finished: served its streamed fragments up to LSN %s", name, lsn);
+    }
+    return finish_temp(&s, tmp, dest, rc, err);
+}
+
 int wal_fetch(repo_t *r, const char *name, const char *dest, const struct wal_fetch_opts *opts,
               wv_err_t *err)
 {
@@ -204,6 +267,8 @@ int wal_fetch(repo_t *r, const char *name, const char *dest, const struct wal_fe
     char key[REPO_KEY_MAX];
     repo_key_wal(r, f.tli, name, key, sizeof key);
     rc = fetch_to(r, name, key, dest, opts, err);
+    if (rc == WV_ENOTFOUND && f.kind == WAL_KIND_SEGMENT)
+        rc = fetch_fragments(r, &f, seg_size, name, dest, err);
     if (rc == 0 && f.kind == WAL_KIND_SEGMENT && opts && opts->prefetch > 0 && opts->spool_dir)
         start_prefetch(r, &f, seg_size, name, opts);
     return rc;

@@ -10,6 +10,7 @@
 #define WAL_LSN_PART_DIGITS 8
 #define WAL_TLI_DIGITS 8
 #define WAL_BACKUP_OFFSET_DIGITS 8
+#define WAL_FRAGMENT_OFFSET_DIGITS 8
 #define WAL_XLP_LONG_HEADER 0x0002
 
 /* XLOG_PAGE_MAGIC of each PostgreSQL release whose WAL page header we understand. The long
@@ -144,6 +145,15 @@ void wal_history_name(uint32_t tli, char out[WAL_NAME_MAX])
     snprintf(out, WAL_NAME_MAX, "%08" PRIX32 ".history", tli);
 }
 
+void wal_fragment_name(uint32_t tli, uint64_t segno, uint32_t seg_size, uint32_t start,
+                       uint32_t end, char out[WAL_NAME_MAX])
+{
+    uint64_t per = segs_per_xlogid(seg_size);
+    snprintf(out, WAL_NAME_MAX, "%08" PRIX32 "%08" PRIX32 "%08" PRIX32 ".%08" PRIX32 "-%08" PRIX32
+             ".frag",
+             tli, (uint32_t)(segno / per), (uint32_t)(segno % per), start, end);
+}
+
 static int bad_name(const char *name, wv_err_t *err, const char *why)
 {
     char shown[SHOW_MAX];
@@ -157,10 +167,20 @@ static bool fixed_hex(const char *s, size_t avail, size_t digits, uint32_t *out)
     return avail >= digits && parse_hex(s, avail, digits, false, out) == digits;
 }
 
+/* ".SSSSSSSS-EEEEEEEE.frag" */
+static bool is_fragment_suffix(const char *suffix, size_t len, uint32_t *start, uint32_t *end)
+{
+    const size_t digits = WAL_FRAGMENT_OFFSET_DIGITS;
+    return len == 1 + digits + 1 + digits + strlen(".frag") && suffix[0] == '.' &&
+           fixed_hex(suffix + 1, len - 1, digits, start) && suffix[1 + digits] == '-' &&
+           fixed_hex(suffix + 2 + digits, len - 2 - digits, digits, end) &&
+           strcmp(suffix + 2 + 2 * digits, ".frag") == 0;
+}
+
 static int parse_segment_like(const char *name, size_t len, uint32_t seg_size, struct wal_file *out,
                               wv_err_t *err)
 {
-    uint32_t tli, hi, lo, offset = 0;
+    uint32_t tli, hi, lo, offset = 0, frag_end = 0;
     if (!fixed_hex(name, len, WAL_TLI_DIGITS, &tli) || !fixed_hex(name + 8, len - 8, 8, &hi) ||
         !fixed_hex(name + 16, len - 16, 8, &lo))
         return bad_name(name, err, "expected 24 uppercase hex digits");
@@ -175,6 +195,8 @@ static int parse_segment_like(const char *name, size_t len, uint32_t seg_size, s
                fixed_hex(suffix + 1, suffix_len - 1, WAL_BACKUP_OFFSET_DIGITS, &offset) &&
                strcmp(suffix + 1 + WAL_BACKUP_OFFSET_DIGITS, ".backup") == 0) {
         kind = WAL_KIND_BACKUP;
+    } else if (is_fragment_suffix(suffix, suffix_len, &offset, &frag_end)) {
+        kind = WAL_KIND_FRAGMENT;
     } else {
         return bad_name(name, err, "unknown suffix");
     }
@@ -193,9 +215,13 @@ static int parse_segment_like(const char *name, size_t len, uint32_t seg_size, s
     }
     if (kind == WAL_KIND_BACKUP && offset >= seg_size)
         return bad_name(name, err, "backup start offset beyond the segment");
+    if (kind == WAL_KIND_FRAGMENT && (offset >= frag_end || frag_end > seg_size))
+        return bad_name(name, err, "fragment range empty or beyond the segment");
     out->kind = kind;
     out->tli = tli;
     out->segno = (uint64_t)hi * per + lo;
+    out->frag_start = kind == WAL_KIND_FRAGMENT ? offset : 0;
+    out->frag_end = frag_end;
     return 0;
 }
 

@@ -36,7 +36,7 @@ wv_pg_archive_wait src
 wv_assert_eq 4 "$(count_backups)" "backups before expire"
 f2_start=$(list_json | python3 -c 'import json,sys; d=json.load(sys.stdin); print([b for b in d["backups"] if b["id"]==sys.argv[1]][0]["start_lsn"])' "$f2")
 f2_seg=$(wv_psql src "SELECT pg_walfile_name('$f2_start')")
-packs_before=$(find "${WV_REPO#file://}/nodes/default/packs" -type f | wc -l)
+packs_before=$(wv_repo_objects "$WV_REPO" nodes/default/packs/ | wc -l)
 
 wv_step "dry run lists and removes nothing"
 out=$(wv_run expire --retain-full 1 --gc-grace 0 --dry-run)
@@ -50,7 +50,7 @@ wv_assert_eq 2 "$(count_backups)" "backups after expire"
 list_json | grep -q "$f2" || wv_fail "the newest full $f2 is gone"
 [[ $(first_segment) > "$f2_seg" || $(first_segment) == "$f2_seg" ]] ||
   wv_fail "WAL before $f2_seg (start of the oldest kept backup) is still there: $(first_segment)"
-packs_after=$(find "${WV_REPO#file://}/nodes/default/packs" -type f | wc -l)
+packs_after=$(wv_repo_objects "$WV_REPO" nodes/default/packs/ | wc -l)
 ((packs_after < packs_before)) || wv_fail "no pack was collected ($packs_before before, $packs_after after)"
 wv_run verify >/dev/null || wv_fail "verify failed after expire"
 

@@ -66,8 +66,9 @@ wv_assert_eq 4000 "$(count_ts r_latest)" "tablespace rows after restore to lates
 wv_pg_stop r_latest
 
 wv_step "the repository holds no plaintext"
-repo_dir=${WV_REPO#file://}
-if [[ -d $repo_dir ]] && grep -rqa "$MARKER" "$repo_dir"; then
+repo_dir=$(wv_repo_dir "$WV_REPO")
+[[ -d $repo_dir ]] || wv_fail "the repository's objects are not in $repo_dir"
+if grep -rqa "$MARKER" "$repo_dir"; then
   wv_fail "found the plaintext marker in the repository"
 fi
 

@@ -10,9 +10,14 @@ wv_pg_init src
 wv_pg_archive_to_repo src
 wv_pg_start src
 conn=$(wv_pg_conninfo src)
-packs_dir=${WV_REPO#file://}/nodes/default/packs
+packs() { # "SIZE BASENAME" of every stored pack object (file:// or s3://, see lib.sh)
+  wv_repo_objects -s "$WV_REPO" nodes/default/packs/ | awk '{n = $2; sub(/.*\//, "", n); print $1, n}'
+}
 stored() { # bytes of pack objects (indexes excluded) whose name starts with $1
-  find "$packs_dir" -name "$1*" ! -name '*.idx' -printf '%s\n' | awk '{s += $1} END {print s + 0}'
+  packs | awk -v p="$1" 'index($2, p) == 1 && $2 !~ /\.idx$/ {s += $1} END {print s + 0}'
+}
+other_indexes() { # names of the pack indexes not of backup $1
+  packs | awk -v p="$1" '$2 ~ /\.idx$/ && index($2, p) != 1 {print $2}'
 }
 
 wv_psql src "CREATE TABLE t AS SELECT g, md5(g::text) || md5((g + 1)::text) AS v
@@ -28,8 +33,8 @@ wv_bg killed "$WALVAULT_BIN" --repo "$WV_REPO" --key-file "$WV_KEY" backup --ful
   --pack-size 4 --jobs 1
 killed_id=""
 for _ in $(seq 300); do
-  idx=$(find "$packs_dir" -name '*.idx' ! -name "$clean*" | head -n 1 || true)
-  if [[ -n $idx ]] && (($(find "$packs_dir" -name '*.idx' ! -name "$clean*" | wc -l) >= 6)); then
+  idx=$(other_indexes "$clean" | head -n 1 || true)
+  if [[ -n $idx ]] && (($(other_indexes "$clean" | wc -l) >= 6)); then
     killed_id=$(basename "$idx" | cut -c1-23)
     break
   fi

@@ -7,8 +7,6 @@ wv_drop_root "$@"
 wv_tmpdir
 wv_repo_setup
 wv_repo_init
-[[ $WV_REPO == file://* ]] || { echo "SKIP $WV_TEST_NAME: needs a file:// repository"; exit 0; }
-repo_dir=${WV_REPO#file://}
 
 wv_pg_init src
 wv_pg_archive_to_repo src
@@ -19,37 +17,31 @@ wv_pg_archive_wait src
 wv_pg_stop src
 wv_run verify >/dev/null || wv_fail "verify failed before any damage"
 
-flip() { # FILE: flip one byte in the middle
-  local size off byte
-  size=$(stat -c %s "$1")
-  off=$((size / 2))
-  byte=$(od -An -tu1 -j "$off" -N1 "$1" | tr -d ' ')
-  printf "$(printf '\\%03o' $(((byte + 1) % 256)))" | dd of="$1" bs=1 seek="$off" conv=notrunc status=none
-}
-
+# The copies and the damage go where the repository's objects live: a directory for
+# file://, s3rver's files for s3:// (see wv_repo_copy and wv_repo_flip in lib.sh).
 check_damage() { # KIND RELATIVE_OBJECT
-  local kind=$1 object=$2 copy=$WV_TMP/copy-$1
-  rm -rf "$copy"
-  cp -a "$repo_dir" "$copy"
-  flip "$copy/$object"
+  local kind=$1 object=$2 copy
+  copy=$(wv_repo_copy "$WV_REPO" "copy-$kind")
+  wv_repo_flip "$copy" "$object"
   wv_step "flipped a byte in the $kind $object"
-  wv_assert_fails "$WALVAULT_BIN" --repo "file://$copy" --key-file "$WV_KEY" verify
+  wv_assert_fails "$WALVAULT_BIN" --repo "$copy" --key-file "$WV_KEY" verify
   wv_assert_contains "$WV_LAST_STDERR" "$object" "verify names the damaged $kind"
-  wv_assert_fails "$WALVAULT_BIN" --repo "file://$copy" --key-file "$WV_KEY" restore --to "$WV_TMP/r-$kind"
+  wv_assert_fails "$WALVAULT_BIN" --repo "$copy" --key-file "$WV_KEY" restore --to "$WV_TMP/r-$kind"
   wv_assert_contains "$WV_LAST_STDERR" "$object" "restore names the damaged $kind"
   wv_assert_eq 1 "$(grep -c "error:" <<<"$WV_LAST_STDERR")" "restore fails with one error line"
 }
 
-pack=$(cd "$repo_dir" && ls nodes/default/packs/* | head -n 1)
-manifest=$(cd "$repo_dir" && ls nodes/default/backups/* | head -n 1)
+pack=$(wv_repo_objects "$WV_REPO" nodes/default/packs/ | head -n 1)
+manifest=$(wv_repo_objects "$WV_REPO" nodes/default/backups/ | head -n 1)
+[[ -n $pack && -n $manifest ]] || wv_fail "no pack or no manifest in $WV_REPO"
 check_damage pack "$pack"
 check_damage manifest "$manifest"
 check_damage node-record nodes/default/node.json
 
 wv_step "a damaged WAL segment fails verify"
-seg=$(cd "$repo_dir" && ls nodes/default/wal/00000001/0* | tail -n 1)
-copy=$WV_TMP/copy-wal
-cp -a "$repo_dir" "$copy"
-flip "$copy/$seg"
-wv_assert_fails "$WALVAULT_BIN" --repo "file://$copy" --key-file "$WV_KEY" verify
+seg=$(wv_repo_objects "$WV_REPO" nodes/default/wal/00000001/0 | tail -n 1)
+[[ -n $seg ]] || wv_fail "no WAL segment in $WV_REPO"
+copy=$(wv_repo_copy "$WV_REPO" copy-wal)
+wv_repo_flip "$copy" "$seg"
+wv_assert_fails "$WALVAULT_BIN" --repo "$copy" --key-file "$WV_KEY" verify
 wv_assert_contains "$WV_LAST_STDERR" "$seg" "verify names the damaged segment"

@@ -1,0 +1,544 @@
+/* The copy loop of wal-stream: read what the server sends into the segment buffer, hand
+ * stores to the store thread, report what is durable, follow timeline switches, reconnect
+ * after failures, and at the end store what was received before leaving. */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "wal/stream_loop.h"
+
+#define STATUS_INTERVAL_S 10.0
+#define BACKOFF_FIRST_S 0.5
+#define BACKOFF_MAX_S 10.0
+#define CLEANUP_DELAY_S 2.0
+#define POLL_MAX_MS 250
+#define SHUTDOWN_STORE_S 20.0
+#define STREAM_COPY_ENDED 1
+
+bool stream_stopping(const struct stream *s)
+{
+    return s->o->stop && *s->o->stop;
+}
+
+bool stream_fatal(int rc)
+{
+    return rc == WV_EMISMATCH || rc == WV_EUSAGE;
+}
+
+static double next_backoff(double b)
+{
+    return b <= 0 ? BACKOFF_FIRST_S : (b * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : b * 2);
+}
+
+/* Sleeps up to seconds, in short steps so that a stop request is seen at once. */
+static void nap(const struct stream *s, double seconds)
+{
+    double until = time_monotonic() + seconds;
+    while (!stream_stopping(s) && time_monotonic() < until)
+        time_sleep_ms(50);
+}
+
+void stream_note_durable(struct stream *s, wal_lsn_t lsn)
+{
+    if (lsn > s->durable_lsn) {
+        s->durable_lsn = lsn;
+        atomic_store(&s->stats->archived_lsn, lsn);
+        s->status_now = true;
+    }
+}
+
+void stream_queue_cleanup(struct stream *s, uint32_t tli, uint64_t segno)
+{
+    if (s->ncleanup == STREAM_CLEANUP_MAX) /* left for the next start to find */
+        return;
+    if (s->ncleanup == 0)
+        s->cleanup_since = time_monotonic();
+    s->cleanup[s->ncleanup].tli = tli;
+    s->cleanup[s->ncleanup].segno = segno;
+    s->ncleanup++;
+}
+
+static void describe_job(const struct store_job *j, char *out, size_t len)
+{
+    char name[WAL_NAME_MAX];
+    if (j->kind == STORE_FRAGMENT)
+        wal_fragment_name(j->tli, j->segno, j->seg_size, j->start, j->end, name);
+    else if (j->kind == STORE_HISTORY)
+        wal_history_name(j->tli, name);
+    else
+        wal_segment_name(j->tli, j->segno, j->seg_size, name);
+    snprintf(out, len, "%s%s", j->kind == STORE_CLEANUP ? "fragments of " : "", name);
+}
+
+/* ---- store results ---- */
+
+static void stored(struct stream *s, const struct store_job *j)
+{
+    struct stream_seg *g = &s->seg;
+    bool current = j->tli == g->tli && j->segno == g->segno;
+    s->store_backoff = 0;
+    if (j->kind == STORE_FRAGMENT && current) {
+        g->durable = j->end > g->durable ? j->end : g->durable;
+        stream_note_durable(s, stream_seg_start(g) + g->durable);
+        /* what is pending now arrived after this store was handed over */
+        s->pending_since = stream_seg_pending(g) ? s->submitted_at : 0;
+        if (!stream_seg_pending(g))
+            s->force_store = false;
+    } else if (j->kind == STORE_SEGMENT && current) {
+        stream_note_durable(s, stream_seg_start(g) + g->seg_size);
+        stream_queue_cleanup(s, g->tli, g->segno);
+        stream_seg_reset(g, g->tli, g->segno + 1, 0);
+        s->pending_since = 0;
+    } else if (j->kind == STORE_CLEANUP && s->ncleanup > 0) {
+        memmove(&s->cleanup[0], &s->cleanup[1], --s->ncleanup * sizeof s->cleanup[0]);
+        s->cleanup_since = time_monotonic();
+    }
+}
+
+static int store_failed(struct stream *s, const struct store_job *j, int rc, wv_err_t *e,
+                        wv_err_t *err)
+{
+    char what[WAL_NAME_MAX + 16];
+    describe_job(j, what, sizeof what);
+    if (stream_fatal(rc)) {
+        *err = *e;
+        return rc;
+    }
+    if (j->kind == STORE_CLEANUP) { /* leftovers are harmless; the next start retries */
+        log_warn("deleting %s failed: %s", what, e->msg);
+        stored(s, j);
+        return 0;
+    }
+    s->store_backoff = next_backoff(s->store_backoff);
+    s->retry_at = time_monotonic() + s->store_backoff;
+    log_warn("storing %s failed (retrying in %.1f s): %s", what, s->store_backoff, e->msg);
+    return 0;
+}
+
+static int collect(struct stream *s, wv_err_t *err)
+{
+    struct store_job j;
+    int rc;
+    wv_err_t e = {0};
+    if (!stream_store_collect(&s->store, &j, &rc, &e))
+        return 0;
+    if (rc)
+        return store_failed(s, &j, rc, &e, err);
+    stored(s, &j);
+    return 0;
+}
+
+/* Waits for the running store, if any, and takes in its outcome. */
+static int settle(struct stream *s, wv_err_t *err)
+{
+    struct store_job j;
+    int rc;
+    wv_err_t e = {0};
+    if (!stream_store_wait(&s->store, &j, &rc, &e))
+        return 0;
+    if (rc)
+        return store_failed(s, &j, rc, &e, err);
+    stored(s, &j);
+    return 0;
+}
+
+int stream_store_now(struct stream *s, const struct store_job *job, wv_err_t *err)
+{
+    int rc = settle(s, err);
+    while (rc == 0) {
+        wv_err_t e = {0};
+        stream_store_submit(&s->store, job);
+        struct store_job done;
+        int job_rc;
+        stream_store_wait(&s->store, &done, &job_rc, &e);
+        if (job_rc == 0) {
+            stored(s, &done);
+            return 0;
+        }
+        if ((rc = store_failed(s, &done, job_rc, &e, err)) != 0)
+            return rc;
+        if (stream_stopping(s)) {
+            *err = e;
+            return job_rc;
+        }
+        nap(s, s->store_backoff);
+    }
+    return rc;
+}
+
+/* ---- choosing the next store ---- */
+
+static void submit(struct stream *s, const struct store_job *j)
+{
+    s->submitted_at = time_monotonic();
+    stream_store_submit(&s->store, j);
+}
+
+static struct store_job job_for_seg(const struct stream *s, enum store_kind kind)
+{
+    const struct stream_seg *g = &s->seg;
+    return (struct store_job){.kind = kind,
+                              .tli = g->tli,
+                              .segno = g->segno,
+                              .seg_size = g->seg_size,
+                              .data = g->data,
+                              .start = g->durable,
+                              .end = g->received,
+                              .system_identifier = s->id.system_identifier};
+}
+
+/* Synchronous standbys store as soon as the socket is drained: what arrived during the
+ * previous store makes one fragment, however many commits it holds. Otherwise a fragment
+ * waits for the sync interval, so a busy node makes one store per interval. */
+static bool fragment_due(const struct stream *s, double now)
+{
+    if (!stream_seg_pending(&s->seg))
+        return false;
+    return s->id.synchronous || s->force_store || stream_stopping(s) ||
+           now - s->pending_since >= s->interval;
+}
+
+static void schedule(struct stream *s)
+{
+    double now = time_monotonic();
+    if (!stream_store_idle(&s->store) || now < s->retry_at)
+        return;
+    if (stream_seg_full(&s->seg)) {
+        struct store_job j = job_for_seg(s, STORE_SEGMENT);
+        submit(s, &j);
+    } else if (fragment_due(s, now)) {
+        struct store_job j = job_for_seg(s, STORE_FRAGMENT);
+        submit(s, &j);
+    } else if (s->ncleanup &&
+               (!stream_seg_pending(&s->seg) || now - s->cleanup_since > CLEANUP_DELAY_S)) {
+        struct store_job j = {.kind = STORE_CLEANUP,
+                              .tli = s->cleanup[0].tli,
+                              .segno = s->cleanup[0].segno,
+                              .seg_size = s->seg.seg_size};
+        submit(s, &j);
+    }
+}
+
+/* ---- messages ---- */
+
+static void drop_held(struct stream *s)
+{
+    if (s->held)
+        PQfreemem(s->held);
+    s->held = NULL;
+}
+
+/* Feeds the held XLogData message into the segment until it is all taken or the segment is
+ * full (then the rest waits for the next segment's buffer). */
+static int feed_held(struct stream *s, wv_err_t *err)
+{
+    struct sconn_msg m;
+    int rc = sconn_parse_msg(s->held, s->held_len, &m, err);
+    while (rc == 0 && s->held_off < m.len && !stream_seg_full(&s->seg)) {
+        bool was_pending = stream_seg_pending(&s->seg) > 0;
+        size_t taken;
+        rc = stream_seg_put(&s->seg, m.start + s->held_off, m.data + s->held_off,
+                            m.len - s->held_off, &taken, err);
+        s->held_off += taken;
+        if (!was_pending && stream_seg_pending(&s->seg))
+            s->pending_since = time_monotonic();
+    }
+    atomic_store(&s->stats->received_lsn, stream_seg_next(&s->seg));
+    if (rc || s->held_off == m.len)
+        drop_held(s);
+    return rc;
+}
+
+static int take_message(struct stream *s, char *buf, int len, wv_err_t *err)
+{
+    struct sconn_msg m;
+    int rc = sconn_parse_msg(buf, len, &m, err);
+    if (rc == 0 && m.type == 'w') {
+        s->held = buf;
+        s->held_len = len;
+        s->held_off = 0;
+        return feed_held(s, err);
+    }
+    if (rc == 0 && m.reply_requested) {
+        s->status_now = true;
+        s->force_store = stream_seg_pending(&s->seg) > 0;
+    }
+    PQfreemem(buf);
+    return rc;
+}
+
+/* Takes every complete message libpq holds. STREAM_COPY_ENDED when the server ended the
+ * copy (end of its timeline, or shutting down). */
+static int take_messages(struct stream *s, wv_err_t *err)
+{
+    int rc = s->held ? feed_held(s, err) : 0;
+    while (rc == 0 && !s->held && !stream_seg_full(&s->seg)) {
+        char *buf = NULL;
+        int n = PQgetCopyData(s->conn, &buf, 1);
+        if (n == 0)
+            break;
+        if (n == -1)
+            return STREAM_COPY_ENDED;
+        if (n < 0) {
+            char line[512];
+            sconn_error_line(s->conn, line, sizeof line);
+            return wv_err_set(err, WV_EFAIL, "replication stream broke: %s", line);
+        }
+        rc = take_message(s, buf, n, err);
+    }
+    return rc;
+}
+
+static int report(struct stream *s, wv_err_t *err)
+{
+    double now = time_monotonic();
+    if (!s->status_now && s->durable_lsn == s->reported &&
+        now - s->last_status < STATUS_INTERVAL_S)
+        return 0;
+    int rc = sconn_send_status(s->conn, s->durable_lsn, err);
+    if (rc == 0) {
+        s->reported = s->durable_lsn;
+        s->last_status = now;
+        s->status_now = false;
+    }
+    return rc;
+}
+
+static int poll_timeout_ms(const struct stream *s)
+{
+    double now = time_monotonic(), wait = POLL_MAX_MS / 1000.0;
+    double status_due = s->last_status + STATUS_INTERVAL_S - now;
+    wait = status_due < wait ? status_due : wait;
+    if (stream_seg_pending(&s->seg) && !s->id.synchronous) {
+        double due = s->pending_since + s->interval - now;
+        wait = due < wait ? due : wait;
+    }
+    if (s->retry_at > now && s->retry_at - now < wait)
+        wait = s->retry_at - now;
+    return wait <= 0 ? 0 : (int)(wait * 1000) + 1;
+}
+
+/* Waits for the server, the store thread or a deadline. A full segment stops reading until
+ * its store is done: the buffer is the only one. */
+static int wait_events(struct stream *s, wv_err_t *err)
+{
+    struct pollfd p[2] = {{.fd = stream_store_fd(&s->store), .events = POLLIN}};
+    nfds_t n = 1;
+    if (!stream_seg_full(&s->seg) && !s->held)
+        p[n++] = (struct pollfd){.fd = PQsocket(s->conn), .events = POLLIN};
+    int rc = poll(p, n, poll_timeout_ms(s));
+    if (rc < 0 && errno != EINTR)
+        return wv_err_errno(err, WV_EFAIL, "poll failed");
+    if (rc > 0 && n == 2 && (p[1].revents & (POLLIN | POLLERR | POLLHUP)) &&
+        !PQconsumeInput(s->conn)) {
+        char line[512];
+        sconn_error_line(s->conn, line, sizeof line);
+        return wv_err_set(err, WV_EFAIL, "replication connection lost: %s", line);
+    }
+    return 0;
+}
+
+static int copy_loop(struct stream *s, wv_err_t *err)
+{
+    int rc = 0;
+    while (rc == 0 && !stream_stopping(s)) {
+        rc = take_messages(s, err);
+        if (rc == 0)
+            rc = collect(s, err);
+        if (rc == 0)
+            schedule(s);
+        if (rc == 0)
+            rc = report(s, err);
+        if (rc == 0)
+            rc = wait_events(s, err);
+    }
+    return rc;
+}
+
+/* ---- timeline switches ---- */
+
+/* Stores everything received, whole segment or fragment, before the stream moves on. */
+static int store_all(struct stream *s, wv_err_t *err)
+{
+    int rc = settle(s, err);
+    while (rc == 0 && (stream_seg_full(&s->seg) || stream_seg_pending(&s->seg))) {
+        struct store_job j =
+            job_for_seg(s, stream_seg_full(&s->seg) ? STORE_SEGMENT : STORE_FRAGMENT);
+        rc = stream_store_now(s, &j, err);
+    }
+    return rc;
+}
+
+static int archive_history(struct stream *s, uint32_t tli, wv_err_t *err)
+{
+    char *text;
+    size_t len;
+    int rc = sconn_timeline_history(s->conn, tli, &text, &len, err);
+    if (rc)
+        return rc;
+    struct store_job j = {.kind = STORE_HISTORY,
+                          .tli = tli,
+                          .data = (const uint8_t *)text,
+                          .end = (uint32_t)len};
+    rc = stream_store_now(s, &j, err);
+    free(text);
+    return rc;
+}
+
+static int next_timeline(struct stream *s, wv_err_t *err)
+{
+    uint32_t tli;
+    wal_lsn_t pos;
+    int rc = sconn_end_copy(s->conn, &tli, &pos, err);
+    if (rc == 0 && tli == 0)
+        rc = wv_err_set(err, WV_EFAIL, "PostgreSQL ended the replication stream (shutting down?)");
+    if (rc == 0)
+        rc = store_all(s, err);
+    if (rc == 0)
+        rc = archive_history(s, tli, err);
+    if (rc)
+        return rc;
+    char at[WAL_LSN_STR_MAX];
+    wal_lsn_format(pos, at);
+    log_info("timeline %" PRIu32 " ended at %s; streaming timeline %" PRIu32, s->seg.tli, at,
+             tli);
+    drop_held(s);
+    stream_seg_reset(&s->seg, tli, wal_segno_of(pos, s->seg.seg_size), 0);
+    atomic_store(&s->stats->timeline, tli);
+    return sconn_start(s->conn, s->slot, tli, stream_seg_start(&s->seg), err);
+}
+
+/* ---- sessions, reconnects and the end ---- */
+
+static int session(struct stream *s, wv_err_t *err)
+{
+    int rc = stream_session_start(s, err);
+    while (rc == 0) {
+        atomic_store(&s->stats->streaming, true);
+        s->streamed = true;
+        rc = copy_loop(s, err);
+        if (rc == STREAM_COPY_ENDED)
+            rc = next_timeline(s, err);
+        else
+            break;
+    }
+    atomic_store(&s->stats->streaming, false);
+    return rc;
+}
+
+/* After a broken session the stream resumes from what is durable: bytes received but not
+ * stored are asked for again, so none is lost and none reported early. */
+static void drop_connection(struct stream *s)
+{
+    wv_err_t ignored;
+    settle(s, &ignored);
+    drop_held(s);
+    if (s->seg.received > s->seg.durable)
+        s->seg.received = s->seg.durable;
+    s->pending_since = 0;
+    s->force_store = false;
+    PQfinish(s->conn);
+    s->conn = NULL;
+}
+
+/* Bytes already in this host's socket buffer were received: they are stored too. */
+static void take_what_arrived(struct stream *s)
+{
+    wv_err_t ignored;
+    if (s->conn && s->streamed && PQconsumeInput(s->conn))
+        take_messages(s, &ignored);
+}
+
+static bool unstored(const struct stream *s)
+{
+    return stream_seg_full(&s->seg) || stream_seg_pending(&s->seg) || s->held;
+}
+
+static int finish(struct stream *s, wv_err_t *err)
+{
+    double deadline = time_monotonic() + SHUTDOWN_STORE_S;
+    take_what_arrived(s);
+    int rc = settle(s, err);
+    while (rc == 0 && unstored(s) && time_monotonic() < deadline) {
+        wv_err_t ignored;
+        if (s->held && !stream_seg_full(&s->seg) && feed_held(s, &ignored) != 0)
+            break;
+        struct store_job j =
+            job_for_seg(s, stream_seg_full(&s->seg) ? STORE_SEGMENT : STORE_FRAGMENT);
+        stream_store_submit(&s->store, &j);
+        rc = settle(s, err);
+        if (rc == 0 && s->retry_at > time_monotonic())
+            time_sleep_ms((long)((s->retry_at - time_monotonic()) * 1000));
+    }
+    if (rc == 0 && unstored(s)) {
+        char lsn[WAL_LSN_STR_MAX];
+        wal_lsn_format(s->durable_lsn, lsn);
+        rc = wv_err_set(err, WV_EFAIL,
+                        "stopping with WAL after %s not archived: stores kept failing (the "
+                        "slot keeps it for the next start)",
+                        lsn);
+    }
+    if (s->conn && PQstatus(s->conn) == CONNECTION_OK) {
+        wv_err_t ignored;
+        s->status_now = true;
+        report(s, &ignored);
+        PQputCopyEnd(s->conn, NULL);
+        PQflush(s->conn);
+    }
+    char lsn[WAL_LSN_STR_MAX];
+    wal_lsn_format(s->durable_lsn, lsn);
+    log_info("wal-stream stopped; WAL archived up to %s", lsn);
+    return rc;
+}
+
+static int run(struct stream *s, wv_err_t *err)
+{
+    double backoff = 0;
+    int rc = 0;
+    while (!stream_stopping(s)) {
+        rc = session(s, err);
+        if (rc == 0 || stream_fatal(rc) || stream_stopping(s))
+            break;
+        backoff = s->streamed ? BACKOFF_FIRST_S : next_backoff(backoff);
+        s->streamed = false;
+        log_warn("%s; reconnecting in %.1f s", err->msg, backoff);
+        drop_connection(s);
+        atomic_fetch_add(&s->stats->reconnects, 1);
+        nap(s, backoff);
+        rc = 0;
+    }
+    if (!stream_fatal(rc))
+        rc = finish(s, err);
+    return rc;
+}
+
+int wal_stream_run(repo_t *r, const struct wal_stream_opts *o, wv_err_t *err)
+{
+    struct stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return wv_err_set(err, WV_EFAIL, "out of memory");
+    s->r = r;
+    s->o = o;
+    s->stats = o->stats ? o->stats : &s->own_stats;
+    s->interval = o->sync_interval_s > 0 ? o->sync_interval_s : 1.0;
+    snprintf(s->app, sizeof s->app, "%s", o->application_name ? o->application_name : repo_node(r));
+    if (o->slot)
+        snprintf(s->slot, sizeof s->slot, "%s", o->slot);
+    else
+        wal_stream_slot_name(repo_node(r), s->slot, sizeof s->slot);
+    int rc = stream_store_start(&s->store, r, s->stats, err);
+    if (rc == 0) {
+        rc = run(s, err);
+        stream_store_stop(&s->store);
+    }
+    drop_held(s);
+    PQfinish(s->conn);
+    stream_seg_free(&s->seg);
+    free(s);
+    return rc;
+}
