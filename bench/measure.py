@@ -21,6 +21,7 @@ per process, as RSS always does.
 import argparse
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -124,8 +125,14 @@ def command_run(args):
     # A session of its own, so that a timeout can stop the whole tree.
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                             start_new_session=True)
+    # The pidfd becomes readable the moment the process exits: waiting on it between
+    # samples, rather than sleeping, keeps the wall time exact instead of rounded up to
+    # the sampling interval (which would make every 50 ms command look alike).
+    pidfd = os.pidfd_open(proc.pid)
+    end = None
     while True:
-        if proc.poll() is not None:
+        if select.select([pidfd], [], [], 0)[0]:
+            end = time.monotonic()
             break
         table = read_proc_table()
         rss_now = 0
@@ -142,9 +149,12 @@ def command_run(args):
             timed_out = True
             stop_group(proc)
             break
-        time.sleep(SAMPLE_INTERVAL)
+        if select.select([pidfd], [], [], SAMPLE_INTERVAL)[0]:
+            end = time.monotonic()
+            break
     status = proc.wait()
-    wall = time.monotonic() - start
+    wall = (end if end is not None else time.monotonic()) - start
+    os.close(pidfd)
     stdout.close()
     stderr.close()
 
@@ -180,8 +190,9 @@ def command_run(args):
         "samples": samples,
         "started_unix": round(time.time() - wall, 3),
     }
-    if status != 0:
-        record["stderr_tail"] = tail(args.stderr) if args.stderr else ""
+    # Kept for successful runs too: a warning on stderr is worth seeing next to the figures.
+    if args.stderr:
+        record["stderr_tail"] = tail(args.stderr)
     with open(args.out, "w") as f:
         json.dump(record, f, indent=1)
     sys.exit(status if 0 <= status < 256 else 1)
