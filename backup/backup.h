@@ -27,7 +27,7 @@ struct backup_opts {
     enum backup_mode mode;
     const char *parent_id; /* incremental: this parent instead of the newest backup */
     int jobs;
-    int pack_size_mib; /* 0: the default (64 MiB) */
+    int pack_size_mib;     /* 0: the default (64 MiB) */
     int archive_timeout_s; /* wait this long for the WAL up to the stop LSN to be archived */
     struct progress_sink progress;
 };

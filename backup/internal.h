@@ -50,10 +50,10 @@ struct bfile {
     enum bfile_type type;
     mode_t mode;
     int64_t mtime;
-    uint64_t size;     /* expected size (listing or tar header) */
-    uint64_t got_size; /* bytes actually read: a live file may shrink */
-    bool relation;     /* a relation segment whose pages carry checksums */
-    uint32_t first_block; /* absolute block number of the file's first page */
+    uint64_t size;            /* expected size (listing or tar header) */
+    uint64_t got_size;        /* bytes actually read: a live file may shrink */
+    bool relation;            /* a relation segment whose pages carry checksums */
+    uint32_t first_block;     /* absolute block number of the file's first page */
     uint64_t ino;             /* local source: inode, to notice a file recreated under one name */
     struct block_slot *slots; /* one per BACKUP_BLOCK_SIZE */
     size_t nslots;
@@ -88,8 +88,7 @@ struct backup_ctx {
     size_t nfiles, cap_files;
 };
 
-int backup_ctx_init(struct backup_ctx *c, repo_t *r, const struct backup_opts *opts,
-                    wv_err_t *err);
+int backup_ctx_init(struct backup_ctx *c, repo_t *r, const struct backup_opts *opts, wv_err_t *err);
 void backup_ctx_free(struct backup_ctx *c);
 /* Appends a file entry (copies strings) and returns its index, or -1. */
 long backup_add_file(struct backup_ctx *c, const struct bfile *f);
@@ -120,8 +119,8 @@ struct pack_writer {
 void pack_writer_init(struct pack_writer *w, struct backup_ctx *c, int worker);
 /* Seals plain[0..len) as the next frame of the writer's pack; fills pack, frame, offset and
  * sealed_len of *out. */
-int pack_writer_seal(struct pack_writer *w, const uint8_t *plain, size_t len,
-                     struct block_ref *out, wv_err_t *err);
+int pack_writer_seal(struct pack_writer *w, const uint8_t *plain, size_t len, struct block_ref *out,
+                     wv_err_t *err);
 /* Stores one block of file f at file_offset (len <= BACKUP_BLOCK_SIZE, at a block boundary):
  * whole, or, in an incremental, only what changed since the parent. All-zero pages and
  * blocks are holes. */

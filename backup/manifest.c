@@ -128,9 +128,9 @@ json_t *manifest_blocks_pack(const struct block_ref *refs, size_t n)
         len += pack_ref(raw + len, &refs[i], &c);
     size_t b64 = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
     char *text = malloc(b64);
-    json_t *v = text ? json_string(sodium_bin2base64(text, b64, raw, len,
-                                                     sodium_base64_VARIANT_ORIGINAL))
-                     : NULL;
+    json_t *v =
+        text ? json_string(sodium_bin2base64(text, b64, raw, len, sodium_base64_VARIANT_ORIGINAL))
+             : NULL;
     free(text);
     free(raw);
     return v;
@@ -163,8 +163,8 @@ static int unpack_ref(const uint8_t *in, size_t len, size_t *pos, struct block_r
     int64_t offset = (int64_t)c->pack_end + unzigzag(f[2]);
     if (frame < 0 || frame > UINT32_MAX || offset < 0)
         return -1;
-    *b = (struct block_ref){(uint32_t)f[0], (uint32_t)frame, (uint64_t)offset, (uint32_t)f[3],
-                            c->file_end + f[4], (uint32_t)f[5], (uint32_t)f[6]};
+    *b = (struct block_ref){(uint32_t)f[0],     (uint32_t)frame, (uint64_t)offset, (uint32_t)f[3],
+                            c->file_end + f[4], (uint32_t)f[5],  (uint32_t)f[6]};
     *c = (struct ref_cursor){b->pack, (uint64_t)b->frame + 1, b->offset + b->sealed_len,
                              b->file_offset + b->plain_len};
     return 0;

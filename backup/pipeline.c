@@ -17,7 +17,8 @@ int backup_ctx_init(struct backup_ctx *c, repo_t *r, const struct backup_opts *o
     pthread_mutex_init(&c->lock, NULL);
     c->packs = json_array();
     c->checksum_failures = json_array();
-    c->pack_target = opts->pack_size_mib > 0 ? (uint64_t)opts->pack_size_mib << 20 : BACKUP_PACK_TARGET;
+    c->pack_target =
+        opts->pack_size_mib > 0 ? (uint64_t)opts->pack_size_mib << 20 : BACKUP_PACK_TARGET;
     if (!c->packs || !c->checksum_failures)
         return wv_err_set(err, WV_EFAIL, "out of memory");
     return 0;

@@ -279,9 +279,9 @@ static int fetch_blocks(struct restore_ctx *c, const struct restore_plan *plan, 
         f->progress.update(f->progress.ctx, f->what, plan->total_plain, plan->total_plain);
     if (rc == 0)
         log_debug("restore: %" PRIu64 " bytes of blocks from %" PRIu64
-                 " bytes of packs in %zu reads, %" PRIu64 " frames opened for %zu references",
-                 plan->total_plain, (uint64_t)atomic_load(&f->read_bytes), plan->count,
-                 (uint64_t)atomic_load(&f->frames_opened), plan->npieces);
+                  " bytes of packs in %zu reads, %" PRIu64 " frames opened for %zu references",
+                  plan->total_plain, (uint64_t)atomic_load(&f->read_bytes), plan->count,
+                  (uint64_t)atomic_load(&f->frames_opened), plan->npieces);
     return rc;
 }
 
@@ -471,7 +471,7 @@ static int restore_into(struct restore_ctx *c, wv_err_t *err)
     if (rc)
         return wv_err_prefix(err, "backup %s", c->sum.id);
     log_debug("restoring backup %s of node %s (%" PRIu64 " bytes) into %s", c->sum.id,
-             repo_node(c->r), plan.total_plain, c->opts->target_dir);
+              repo_node(c->r), plan.total_plain, c->opts->target_dir);
     rc = restore_fetch_init(&fetch, c->r, c->manifest, &plan, c->opts->target_dir, c->opts->jobs,
                             err);
     if (rc == 0) {

@@ -36,11 +36,11 @@ int backup_index_block(struct pack_writer *w, const struct bfile *f, const struc
     char hex[SEAL_HASH_BYTES * 2 + 1] = "";
     if (hash)
         sodium_bin2hex(hex, sizeof hex, hash, SEAL_HASH_BYTES);
-    return json_array_append_new(
-        w->index, json_pack("[s, I, I, I, I, I, I, s]", f->path, (json_int_t)ref->file_offset,
-                            (json_int_t)ref->plain_len, (json_int_t)ref->frame,
-                            (json_int_t)ref->offset, (json_int_t)ref->sealed_len,
-                            (json_int_t)f->ino, hex));
+    return json_array_append_new(w->index,
+                                 json_pack("[s, I, I, I, I, I, I, s]", f->path,
+                                           (json_int_t)ref->file_offset, (json_int_t)ref->plain_len,
+                                           (json_int_t)ref->frame, (json_int_t)ref->offset,
+                                           (json_int_t)ref->sealed_len, (json_int_t)f->ino, hex));
 }
 
 int backup_write_pack_index(struct pack_writer *w, wv_err_t *err)
@@ -50,8 +50,8 @@ int backup_write_pack_index(struct pack_writer *w, wv_err_t *err)
     char key[REPO_KEY_MAX + 8], lsn[WAL_LSN_STR_MAX];
     snprintf(key, sizeof key, "%s.idx", w->key);
     wal_lsn_format(w->c->start_lsn, lsn);
-    json_t *doc = json_pack("{s:s, s:s, s:O}", "backup", w->c->id, "start_lsn", lsn, "blocks",
-                            w->index);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:O}", "backup", w->c->id, "start_lsn", lsn, "blocks", w->index);
     int rc = doc ? repo_put_json(w->c->r, key, doc, false, err) : WV_EFAIL;
     json_decref(doc);
     json_decref(w->index);
@@ -116,7 +116,8 @@ static int load_one(struct resume_ctx *x, const char *key, const char *prefix, w
     if (len < 4 || strcmp(key + len - 4, ".idx") != 0)
         return 0;
     char pack_id[256];
-    snprintf(pack_id, sizeof pack_id, "%.*s", (int)(len - 4 - strlen(prefix)), key + strlen(prefix));
+    snprintf(pack_id, sizeof pack_id, "%.*s", (int)(len - 4 - strlen(prefix)),
+             key + strlen(prefix));
     if (!interrupted_and_recent(x, pack_id))
         return 0;
     json_t *idx;
@@ -173,7 +174,8 @@ static bool same_content(struct pack_writer *w, struct bfile *f, uint64_t off, c
                          size_t len, json_t *e)
 {
     if (f->relation)
-        return pages_unchanged_since(data, len, (wal_lsn_t)json_integer_value(json_array_get(e, 9)));
+        return pages_unchanged_since(data, len,
+                                     (wal_lsn_t)json_integer_value(json_array_get(e, 9)));
     struct block_slot *s = &f->slots[off / BACKUP_BLOCK_SIZE];
     seal_block_hash(repo_keys(w->c->r), data, len, s->hash);
     s->hashed = true;

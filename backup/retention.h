@@ -9,8 +9,8 @@
 #include "backup/manifest.h"
 
 struct retention_policy {
-    int retain_full;    /* keep the newest N full backups and everything after the oldest; 0: off */
-    int retain_days;    /* keep what restores to any time in the last D days; 0: off */
+    int retain_full; /* keep the newest N full backups and everything after the oldest; 0: off */
+    int retain_days; /* keep what restores to any time in the last D days; 0: off */
     int64_t now_ms;
 };
 

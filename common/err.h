@@ -24,8 +24,7 @@ typedef struct wv_err {
 } wv_err_t;
 
 /* Sets the record and returns code, so callers can write `return wv_err_set(...)`. */
-int wv_err_set(wv_err_t *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int wv_err_set(wv_err_t *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Like wv_err_set, with ": strerror(errno)" appended. */
 int wv_err_errno(wv_err_t *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -32,7 +32,8 @@ static void write_json_line(enum log_level level, const char *msg)
     char when[64];
     snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
-    json_t *line = json_pack("{s:s, s:s, s:s}", "time", when, "level", level_names[level], "msg", msg);
+    json_t *line =
+        json_pack("{s:s, s:s, s:s}", "time", when, "level", level_names[level], "msg", msg);
     char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
     if (text)
         fprintf(stderr, "%s\n", text);

@@ -44,8 +44,7 @@ int seal_init(wv_err_t *err);
 int seal_keygen(const char *path, wv_err_t *err);
 int seal_keyring_load(const char *path, seal_keyring_t **out, wv_err_t *err);
 /* For tests: a keyring from raw key bytes (count keys, first is current). */
-int seal_keyring_from_bytes(const uint8_t *keys, size_t count, seal_keyring_t **out,
-                            wv_err_t *err);
+int seal_keyring_from_bytes(const uint8_t *keys, size_t count, seal_keyring_t **out, wv_err_t *err);
 void seal_keyring_free(seal_keyring_t *kr);
 /* Hex id of the key new objects are sealed with. */
 const char *seal_keyring_current_id(const seal_keyring_t *kr);
@@ -62,8 +61,8 @@ int seal_frame(const seal_keyring_t *kr, const char *name, uint64_t index, bool 
 int64_t seal_frame_size(const void *hdr, size_t avail, wv_err_t *err);
 /* Opens one frame (exactly its bytes) of object `name` at `index`; replaces out's content
  * with the plaintext; *final tells whether it was the object's last frame. */
-int seal_open_frame(const seal_keyring_t *kr, const char *name, uint64_t index,
-                    const void *frame, size_t len, buf_t *out, bool *final, wv_err_t *err);
+int seal_open_frame(const seal_keyring_t *kr, const char *name, uint64_t index, const void *frame,
+                    size_t len, buf_t *out, bool *final, wv_err_t *err);
 
 /* Incremental opener for a whole object fed in pieces of any size. Plaintext goes to sink,
  * in order, frame by frame; nothing is passed on before its frame authenticated. */
@@ -88,8 +87,8 @@ void seal_writer_free(seal_writer_t *w);
 /* One-shot helpers for small objects (manifests, node records). */
 int seal_buffer(const seal_keyring_t *kr, const char *name, const void *plain, size_t len,
                 buf_t *out, wv_err_t *err);
-int seal_open_buffer(const seal_keyring_t *kr, const char *name, const void *sealed,
-                     size_t len, buf_t *out, wv_err_t *err);
+int seal_open_buffer(const seal_keyring_t *kr, const char *name, const void *sealed, size_t len,
+                     buf_t *out, wv_err_t *err);
 
 /* Keyed BLAKE2b (key derived from the current repository key) of data, for block change
  * detection that does not reveal page contents. */

@@ -58,8 +58,8 @@ static int read_repo_json(repo_t *r, json_t **out, wv_err_t *err)
     buf_init(&raw, 1 << 20);
     int rc = storage_get(r->st, REPO_JSON_KEY, &raw, 1 << 20, err);
     if (rc == WV_ENOTFOUND)
-        return wv_err_set(err, WV_ENOTFOUND,
-                          "no repository at %s: run `walvault init` first", storage_url(r->st));
+        return wv_err_set(err, WV_ENOTFOUND, "no repository at %s: run `walvault init` first",
+                          storage_url(r->st));
     if (rc)
         return rc;
     json_error_t jerr;

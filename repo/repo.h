@@ -41,16 +41,14 @@ const char *repo_node(const repo_t *r);
 int repo_put_sealed(repo_t *r, const char *key, const void *data, size_t len, bool if_absent,
                     wv_err_t *err);
 int repo_get_sealed(repo_t *r, const char *key, buf_t *out, size_t max, wv_err_t *err);
-int repo_get_sealed_stream(repo_t *r, const char *key, seal_sink_fn sink, void *ctx,
-                           wv_err_t *err);
+int repo_get_sealed_stream(repo_t *r, const char *key, seal_sink_fn sink, void *ctx, wv_err_t *err);
 int repo_put_json(repo_t *r, const char *key, json_t *doc, bool if_absent, wv_err_t *err);
 int repo_get_json(repo_t *r, const char *key, json_t **out, wv_err_t *err);
 
 /* Seals the whole file open at fd as object key, up to `jobs` frames sealed at once (WAL
  * segments: the archive_command's latency is mostly compression and encryption). Memory:
  * about 2 x jobs x 2 frames. */
-int repo_put_sealed_fd(repo_t *r, const char *key, int fd, bool if_absent, int jobs,
-                       wv_err_t *err);
+int repo_put_sealed_fd(repo_t *r, const char *key, int fd, bool if_absent, int jobs, wv_err_t *err);
 
 /* Streaming sealed put: plaintext in, sealed frames out to the store; nothing visible under
  * key before commit. */
@@ -59,7 +57,7 @@ int repo_sealed_begin(repo_t *r, const char *key, bool if_absent, repo_sealed_wr
                       wv_err_t *err);
 int repo_sealed_write(repo_sealed_writer_t *w, const void *data, size_t len, wv_err_t *err);
 int repo_sealed_commit(repo_sealed_writer_t *w, wv_err_t *err); /* frees w */
-void repo_sealed_abort(repo_sealed_writer_t *w);               /* frees w */
+void repo_sealed_abort(repo_sealed_writer_t *w);                /* frees w */
 
 /* Object names (relative to the repository root). */
 int repo_key_node_record(const repo_t *r, char *out, size_t len);
@@ -74,7 +72,7 @@ int repo_check_node_name(const char *node, wv_err_t *err);
 /* The node record binds a node name to one PostgreSQL cluster. */
 struct repo_node_info {
     uint64_t system_identifier;
-    int pg_version;      /* e.g. 150020, 0 when unknown */
+    int pg_version; /* e.g. 150020, 0 when unknown */
     uint32_t wal_seg_size;
 };
 /* Creates the node record on first use; afterwards refuses another system identifier with

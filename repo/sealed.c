@@ -84,8 +84,7 @@ static int to_opener(void *ctx, const void *data, size_t len, wv_err_t *err)
     return seal_reader_feed(ctx, data, len, err);
 }
 
-int repo_get_sealed_stream(repo_t *r, const char *key, seal_sink_fn sink, void *ctx,
-                           wv_err_t *err)
+int repo_get_sealed_stream(repo_t *r, const char *key, seal_sink_fn sink, void *ctx, wv_err_t *err)
 {
     seal_reader_t *reader;
     int rc = seal_reader_new(r->keys, key, sink, ctx, &reader, err);
@@ -132,8 +131,8 @@ int repo_get_json(repo_t *r, const char *key, json_t **out, wv_err_t *err)
     *out = json_loadb((const char *)text.data, text.len, 0, &jerr);
     buf_free(&text);
     if (!*out)
-        return wv_err_set(err, WV_ECORRUPT, "object %s: authenticated but not valid JSON: %s",
-                          key, jerr.text);
+        return wv_err_set(err, WV_ECORRUPT, "object %s: authenticated but not valid JSON: %s", key,
+                          jerr.text);
     return 0;
 }
 
@@ -142,11 +141,11 @@ int repo_get_json(repo_t *r, const char *key, json_t **out, wv_err_t *err)
 struct frame_batch {
     repo_t *r;
     const char *key;
-    uint8_t *plain;     /* count chunks of SEAL_CHUNK_MAX */
+    uint8_t *plain; /* count chunks of SEAL_CHUNK_MAX */
     size_t *plain_len;
     buf_t *sealed;
-    uint64_t first;     /* frame index of chunk 0 */
-    uint64_t last;      /* index of the object's final frame */
+    uint64_t first; /* frame index of chunk 0 */
+    uint64_t last;  /* index of the object's final frame */
 };
 
 static int seal_batch_item(void *ctx, size_t i, wv_err_t *err)
@@ -154,8 +153,8 @@ static int seal_batch_item(void *ctx, size_t i, wv_err_t *err)
     struct frame_batch *b = ctx;
     buf_reset(&b->sealed[i]);
     uint64_t index = b->first + i;
-    return seal_frame(b->r->keys, b->key, index, index == b->last,
-                      b->plain + i * SEAL_CHUNK_MAX, b->plain_len[i], &b->sealed[i], err);
+    return seal_frame(b->r->keys, b->key, index, index == b->last, b->plain + i * SEAL_CHUNK_MAX,
+                      b->plain_len[i], &b->sealed[i], err);
 }
 
 /* Reads up to count chunks; returns how many (the last may be short), or -1. */
@@ -175,8 +174,8 @@ static long read_chunks(int fd, struct frame_batch *b, size_t count)
     return (long)n;
 }
 
-static int put_batches(storage_writer_t *sw, int fd, struct frame_batch *b, size_t batch,
-                       int jobs, wv_err_t *err)
+static int put_batches(storage_writer_t *sw, int fd, struct frame_batch *b, size_t batch, int jobs,
+                       wv_err_t *err)
 {
     for (;;) {
         long n = read_chunks(fd, b, batch);
@@ -195,8 +194,7 @@ static int put_batches(storage_writer_t *sw, int fd, struct frame_batch *b, size
     }
 }
 
-int repo_put_sealed_fd(repo_t *r, const char *key, int fd, bool if_absent, int jobs,
-                       wv_err_t *err)
+int repo_put_sealed_fd(repo_t *r, const char *key, int fd, bool if_absent, int jobs, wv_err_t *err)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)

@@ -45,7 +45,8 @@ static int inspect_local_file(repo_t *r, struct local_file *f, wv_err_t *err)
     ssize_t n = fs_read_full(fd, page, sizeof page);
     close(fd);
     size_t len = strlen(f->name);
-    bool segment_like = len == WAL_NAME_LEN || (len > WAL_NAME_LEN && strcmp(f->name + WAL_NAME_LEN, ".partial") == 0);
+    bool segment_like = len == WAL_NAME_LEN ||
+                        (len > WAL_NAME_LEN && strcmp(f->name + WAL_NAME_LEN, ".partial") == 0);
     if (segment_like) {
         int rc = wal_segment_header_parse(page, n > 0 ? (size_t)n : 0, &f->header, err);
         if (rc)
@@ -56,7 +57,7 @@ static int inspect_local_file(repo_t *r, struct local_file *f, wv_err_t *err)
     }
     struct repo_node_info node;
     f->seg_size = repo_node_get(r, &node, err) == 0 && node.wal_seg_size ? node.wal_seg_size
-                                                                          : WAL_DEFAULT_SEG_SIZE;
+                                                                         : WAL_DEFAULT_SEG_SIZE;
     return 0;
 }
 

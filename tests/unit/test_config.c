@@ -84,8 +84,8 @@ static void test_env_beats_file(void **state)
 static void test_flag_beats_env(void **state)
 {
     (void)state;
-    char *argv[] = {"walvault", "--config", config_path, "--node", "flagnode", "backup",
-                    "--jobs", "3", NULL};
+    char *argv[] = {"walvault", "--config", config_path, "--node", "flagnode",
+                    "backup",   "--jobs",   "3",         NULL};
     char *env[] = {"WALVAULT_NODE=envnode", "WALVAULT_JOBS=5", NULL};
     struct config cfg;
     assert_int_equal(load(&cfg, 8, argv, env), 0);
@@ -98,8 +98,15 @@ static void test_flag_beats_env(void **state)
 static void test_arguments_and_repeated_maps(void **state)
 {
     (void)state;
-    char *argv[] = {"walvault", "wal-fetch", "00000001000000000000000A", "pg_wal/RECOVERYXLOG",
-                    "--tablespace-map", "16384=/a", "--tablespace-map", "/old=/b", NULL};
+    char *argv[] = {"walvault",
+                    "wal-fetch",
+                    "00000001000000000000000A",
+                    "pg_wal/RECOVERYXLOG",
+                    "--tablespace-map",
+                    "16384=/a",
+                    "--tablespace-map",
+                    "/old=/b",
+                    NULL};
     char *env[] = {NULL};
     struct config cfg;
     assert_int_equal(load(&cfg, 8, argv, env), 0);

@@ -11,8 +11,8 @@
 static json_t *sample(void)
 {
     return json_pack("{s:i, s:s, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:i, s:I, s:I}", "format",
-                     MANIFEST_FORMAT, "id", "20261130T221500Z-abcdef", "type", "full", "timeline", 2,
-                     "start_lsn", "0/2000028", "stop_lsn", "1/A0000100", "start_time",
+                     MANIFEST_FORMAT, "id", "20261130T221500Z-abcdef", "type", "full", "timeline",
+                     2, "start_lsn", "0/2000028", "stop_lsn", "1/A0000100", "start_time",
                      (json_int_t)1796000000, "stop_time", (json_int_t)1796000005, "stop_time_ms",
                      (json_int_t)1796000005123, "wal_seg_size", 16777216, "db_bytes",
                      (json_int_t)123456, "stored_bytes", (json_int_t)2345);
@@ -70,8 +70,8 @@ static void test_block_round_trip(void **state)
 {
     (void)state;
     struct block_ref b = {3, 17, 1234567890123ULL, 65536, 8u << 30, 1u << 20, 4096};
-    json_t *file = json_pack("{s:s, s:[o]}", "path", "base/5/16384", "blocks",
-                             manifest_block_json(&b));
+    json_t *file =
+        json_pack("{s:s, s:[o]}", "path", "base/5/16384", "blocks", manifest_block_json(&b));
     struct block_ref *out;
     size_t n;
     wv_err_t err = {0};
@@ -115,8 +115,8 @@ static void test_packed_round_trip(void **state)
         {4294967295u, 4294967295u, 1ULL << 40, 1u << 20, 1ULL << 38, 1u << 20, 0},
     };
     size_t n = sizeof in / sizeof *in;
-    json_t *file = json_pack("{s:s, s:s, s:I, s:o}", "path", "base/1/2", "type", "file",
-                             "nblocks", (json_int_t)n, "blocks", manifest_blocks_pack(in, n));
+    json_t *file = json_pack("{s:s, s:s, s:I, s:o}", "path", "base/1/2", "type", "file", "nblocks",
+                             (json_int_t)n, "blocks", manifest_blocks_pack(in, n));
     assert_int_equal(manifest_file_block_count(file), n);
     struct block_ref *out;
     size_t got;
