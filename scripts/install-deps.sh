@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages walvault needs to build, test and benchmark, and the S3 test
-# server (s3rver, pinned in tests/s3/package-lock.json) with npm.
+# Installs the Debian packages walvault needs to build, test and benchmark, and with npm the
+# S3 test server (s3rver, pinned in tests/s3/package-lock.json) and the Kubernetes manifest
+# validator (kubernetes-models, pinned in tests/deploy/package-lock.json).
 # Idempotent and silent when everything is present; runs unattended (no terminal).
 # Debian's postgresql package creates (and may start) a default cluster 'main':
 # nothing here depends on it, and nothing here stops or disables it.
@@ -20,6 +21,9 @@ packages=(
   python3                             # tests parse walvault's --json output
   curl                                # tests drive the S3 proxy's control API
   awscli                              # tests and bench/ cross-check the S3 server with it
+  yamllint                            # tests/integration/test_deploy.sh: deploy/ YAML
+  python3-yaml                        # test_deploy_postgres.sh reads the manifests
+  systemd                             # systemd-analyze verify of deploy/systemd units
 )
 # Node.js runs the S3 test server and proxy (tests/s3). A node already installed (say a
 # newer one from elsewhere) is used as it is; Debian's nodejs and npm come only when absent.
@@ -53,22 +57,27 @@ if ((${#missing[@]} > 0)); then
   fi
 fi
 
-# --- the S3 test server: npm ci in tests/s3 when node_modules is missing or was installed
-# from another package-lock.json (its hash is kept in node_modules as a stamp).
+# --- npm packages of the tests: npm ci in tests/s3 (s3rver) and tests/deploy (the Kubernetes
+# schema validator) when node_modules is missing or was installed from another
+# package-lock.json (its hash is kept in node_modules as a stamp).
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if ((node_major < 16)); then
-  echo "install-deps.sh: node $(node --version) is too old for tests/s3 (16 or later needed)" >&2
+  echo "install-deps.sh: node $(node --version) is too old for tests/s3 and tests/deploy (16 or later needed)" >&2
   exit 1
 fi
-s3dir=$root/tests/s3
-stamp=$s3dir/node_modules/.walvault-lock-sha256
-want=$(sha256sum <"$s3dir/package-lock.json" | cut -d' ' -f1)
-if [[ ! -f $stamp || $(cat "$stamp") != "$want" || ! -f $s3dir/node_modules/s3rver/package.json ]]; then
-  echo "install-deps.sh: npm ci in tests/s3 (s3rver)"
-  if ! (cd "$s3dir" && npm ci --no-audit --no-fund --loglevel=error) </dev/null >"$log" 2>&1; then
-    cat "$log" >&2
-    echo "install-deps.sh: npm ci failed in $s3dir" >&2
-    exit 1
+npm_ci() { # DIR PACKAGE: npm ci in DIR unless node_modules matches its lock file
+  local dir=$1 pkg=$2 stamp want
+  stamp=$dir/node_modules/.walvault-lock-sha256
+  want=$(sha256sum <"$dir/package-lock.json" | cut -d' ' -f1)
+  if [[ ! -f $stamp || $(cat "$stamp") != "$want" || ! -f $dir/node_modules/$pkg/package.json ]]; then
+    echo "install-deps.sh: npm ci in ${dir#"$root"/} ($pkg)"
+    if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) </dev/null >"$log" 2>&1; then
+      cat "$log" >&2
+      echo "install-deps.sh: npm ci failed in $dir" >&2
+      exit 1
+    fi
+    echo "$want" >"$stamp"
   fi
-  echo "$want" >"$stamp"
-fi
+}
+npm_ci "$root/tests/s3" s3rver
+npm_ci "$root/tests/deploy" kubernetes-models
