@@ -13,6 +13,7 @@
 #include "agent/commands.h"
 #include "agent/progress.h"
 #include "backup/backup.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "wal/archive.h"
 #include "wal/stream.h"
@@ -242,9 +243,8 @@ static int append_file_option(const struct config *cfg, enum opt_id id, char *ou
     char abs[PATH_MAX], flag[64];
     if (!file)
         return 0;
-    if (!realpath(file, abs))
-        return wv_err_errno(err, WV_EUSAGE, "cannot resolve --%s %s", config_options()[id].name,
-                            file);
+    if (fs_absolute_path(file, abs, sizeof abs, err) != 0)
+        return wv_err_prefix(err, "--%s", config_options()[id].name);
     snprintf(flag, sizeof flag, "--%s", config_options()[id].name);
     append_quoted(out, len, flag);
     append_quoted(out, len, abs);
@@ -258,9 +258,8 @@ static int build_restore_command(const struct config *cfg, char *out, size_t len
     if (n < 0)
         return wv_err_errno(err, WV_EFAIL, "cannot find the walvault binary's path");
     self[n] = '\0';
-    if (!realpath(config_get(cfg, OPT_KEY_FILE), key))
-        return wv_err_errno(err, WV_EUSAGE, "cannot resolve key file %s",
-                            config_get(cfg, OPT_KEY_FILE));
+    if (fs_absolute_path(config_get(cfg, OPT_KEY_FILE), key, sizeof key, err) != 0)
+        return wv_err_prefix(err, "key file");
     out[0] = '\0';
     append_quoted(out, len, self);
     if (append_file_option(cfg, OPT_CONFIG, out, len, err) != 0 ||

@@ -23,7 +23,9 @@ ssize_t fs_read_full(int fd, void *data, size_t len);
 ssize_t fs_pread_full(int fd, void *data, size_t len, off_t off);
 /* True when dir does not exist or holds no entries. */
 int fs_dir_is_empty(const char *dir);
-/* Absolute, canonical path of an existing file (caller frees). */
-char *fs_realpath(const char *path);
+/* The absolute path of an existing file, without resolving symbolic links: a Kubernetes
+ * secret or config map file is a link into a directory replaced on every update, so its
+ * resolved path goes stale. */
+int fs_absolute_path(const char *path, char *out, size_t len, wv_err_t *err);
 
 #endif
