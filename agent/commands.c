@@ -11,6 +11,7 @@
 
 #include "agent/cmd_coord.h"
 #include "agent/commands.h"
+#include "agent/daemon.h"
 #include "agent/progress.h"
 #include "backup/backup.h"
 #include "common/fsutil.h"
@@ -516,7 +517,7 @@ int commands_run(const struct config *cfg)
         {"keygen", cmd_keygen},     {"init", cmd_init},       {"wal-push", cmd_wal_push},
         {"wal-fetch", cmd_wal_fetch}, {"backup", cmd_backup}, {"restore", cmd_restore},
         {"list", cmd_list},         {"verify", cmd_verify},   {"expire", cmd_expire},
-        {"wal-stream", cmd_wal_stream},
+        {"wal-stream", cmd_wal_stream}, {"agent", cmd_agent},
         {"watermark", cmd_watermark}, {"coordinator", cmd_coordinator}, {"plan", cmd_plan},
     };
     for (size_t i = 0; i < sizeof table / sizeof *table; i++)

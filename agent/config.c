@@ -15,7 +15,7 @@ static const struct opt_def options[OPT_COUNT] = {
     [OPT_REPO] = {"repo", true, NULL, NULL, "repository URL: file:///dir or s3://bucket/prefix"},
     [OPT_NODE] = {"node", true, "default", NULL, "node name in the repository"},
     [OPT_PG] = {"pg", true, NULL, NULL, "libpq connection string (default: libpq's environment)"},
-    [OPT_PGDATA] = {"pgdata", true, NULL, "backup", "data directory for the local source"},
+    [OPT_PGDATA] = {"pgdata", true, NULL, "backup agent", "data directory for the local source"},
     [OPT_KEY_FILE] = {"key-file", true, NULL, NULL, "repository key file"},
     [OPT_JOBS] = {"jobs", true, "2", NULL, "parallel workers"},
     [OPT_LOG_FORMAT] = {"log-format", true, "text", NULL, "text or json"},
@@ -38,9 +38,9 @@ static const struct opt_def options[OPT_COUNT] = {
                               "give up an S3 request after this long without progress (60)"},
     [OPT_S3_STALL_SECONDS] = {"s3-stall-seconds", true, NULL, NULL,
                               "retry an S3 transfer idle this long (30)"},
-    [OPT_ARCHIVE_TIMEOUT] = {"archive-timeout", true, "300", "backup coordinator",
+    [OPT_ARCHIVE_TIMEOUT] = {"archive-timeout", true, "300", "backup coordinator agent",
                              "seconds to wait for the WAL a backup needs to be archived"},
-    [OPT_SOURCE] = {"source", true, "auto", "backup coordinator", "local, stream or auto"},
+    [OPT_SOURCE] = {"source", true, "auto", "backup coordinator agent", "local, stream or auto"},
     [OPT_PREFETCH] = {"prefetch", true, "8", "wal-fetch", "segments to fetch ahead"},
     [OPT_SPOOL_DIR] = {"spool-dir", true, NULL, "wal-fetch",
                        "where prefetched segments wait (default: beside DEST)"},
@@ -49,7 +49,7 @@ static const struct opt_def options[OPT_COUNT] = {
                   "take a full backup (default: incremental when a parent exists)"},
     [OPT_INCREMENTAL] = {"incremental", false, NULL, "backup",
                          "store only what changed since the parent backup"},
-    [OPT_PACK_SIZE] = {"pack-size", true, "64", "backup",
+    [OPT_PACK_SIZE] = {"pack-size", true, "64", "backup agent",
                        "MiB of sealed blocks per pack object (smaller: finer garbage collection)"},
     [OPT_PARENT] = {"parent", true, NULL, "backup",
                     "parent of an incremental (default: the newest on the timeline)"},
@@ -62,19 +62,19 @@ static const struct opt_def options[OPT_COUNT] = {
     [OPT_TABLESPACE_MAP] = {"tablespace-map", true, NULL, "restore",
                             "OID=DIR or OLD_DIR=DIR, repeatable: relocate a tablespace"},
     [OPT_JSON] = {"json", false, NULL, "list plan watermark", "print JSON"},
-    [OPT_RETAIN_FULL] = {"retain-full", true, NULL, "expire",
+    [OPT_RETAIN_FULL] = {"retain-full", true, NULL, "expire agent",
                          "keep the newest N full backups and all backups after them"},
-    [OPT_RETAIN_DAYS] = {"retain-days", true, NULL, "expire",
+    [OPT_RETAIN_DAYS] = {"retain-days", true, NULL, "expire agent",
                          "keep what restores to any time in the last D days"},
     [OPT_DRY_RUN] = {"dry-run", false, NULL, "expire", "list what would be removed, remove nothing"},
-    [OPT_GC_GRACE] = {"gc-grace", true, "86400", "expire",
+    [OPT_GC_GRACE] = {"gc-grace", true, "86400", "expire agent",
                       "seconds: packs of backups started this recently are never collected"},
-    [OPT_SLOT] = {"slot", true, NULL, "wal-stream",
+    [OPT_SLOT] = {"slot", true, NULL, "wal-stream agent",
                   "physical replication slot (default walvault_<node>)"},
-    [OPT_APPLICATION_NAME] = {"application-name", true, NULL, "wal-stream",
+    [OPT_APPLICATION_NAME] = {"application-name", true, NULL, "wal-stream agent",
                               "application_name to name in synchronous_standby_names "
                               "(default: the node name)"},
-    [OPT_SYNC_INTERVAL] = {"sync-interval", true, "1s", "wal-stream",
+    [OPT_SYNC_INTERVAL] = {"sync-interval", true, "1s", "wal-stream agent",
                            "store received WAL at least this often (200ms, 1s, 0.5)"},
     [OPT_WATERMARK] = {"watermark", true, NULL, "restore plan",
                        "watermark number or latest: the node's point of that consistent cut"},
@@ -86,8 +86,25 @@ static const struct opt_def options[OPT_COUNT] = {
                           "ordered group backup this often (0: never)"},
     [OPT_ONCE] = {"once", false, NULL, "coordinator",
                   "one group backup, then one watermark, then exit"},
-    [OPT_RETAIN_WATERMARKS] = {"retain-watermarks", true, NULL, "expire",
+    [OPT_RETAIN_WATERMARKS] = {"retain-watermarks", true, NULL, "expire agent",
                                "keep the newest N watermarks restorable; remove older ones"},
+    [OPT_FULL_EVERY] = {"full-every", true, "7d", "agent",
+                        "full backup schedule: an interval (30s, 15m, 6h, 1d) or cron "
+                        "\"m h dom mon dow\" (local time); off: none"},
+    [OPT_INCREMENTAL_EVERY] = {"incremental-every", true, "1d", "agent",
+                               "incremental backup schedule, as --full-every; off: none"},
+    [OPT_LISTEN] = {"listen", true, "127.0.0.1:9187", "agent",
+                    "ADDR:PORT of /healthz, /readyz and /metrics ([::1]:PORT; off: none)"},
+    [OPT_MAX_LAG_SECONDS] = {"max-lag-seconds", true, "30", "agent",
+                             "/readyz fails when received WAL waits longer to be archived"},
+    [OPT_MAX_LAG_BYTES] = {"max-lag-bytes", true, "1GiB", "agent",
+                           "/readyz fails when more received WAL waits to be archived "
+                           "(bytes, or with kB, MB, GB, KiB, MiB, GiB)"},
+    [OPT_ARCHIVE_MODE] = {"archive-mode", true, "stream", "agent",
+                          "stream: the agent streams WAL; command: the node's archive_command "
+                          "archives it, the agent only takes backups"},
+    [OPT_LEASE_SECONDS] = {"lease-seconds", true, "30", "agent",
+                           "one agent per node: the lease a dead agent's successor waits out"},
     [OPT_HELP] = {"help", false, NULL, NULL, "show help"},
     [OPT_VERSION] = {"version", false, NULL, NULL, "show the version"},
 };
@@ -230,6 +247,8 @@ static int load_file(struct config *cfg, const char *path, wv_err_t *err)
 int config_load(int argc, char **argv, char **env, struct config *cfg, wv_err_t *err)
 {
     memset(cfg, 0, sizeof *cfg);
+    cfg->argc = argc;
+    cfg->argv = argv;
     int rc = parse_flags(argc, argv, cfg, err);
     if (rc)
         return rc;

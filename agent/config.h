@@ -58,6 +58,13 @@ enum opt_id {
     OPT_BACKUP_EVERY,
     OPT_ONCE,
     OPT_RETAIN_WATERMARKS,
+    OPT_FULL_EVERY,
+    OPT_INCREMENTAL_EVERY,
+    OPT_LISTEN,
+    OPT_MAX_LAG_SECONDS,
+    OPT_MAX_LAG_BYTES,
+    OPT_ARCHIVE_MODE,
+    OPT_LEASE_SECONDS,
     OPT_HELP,
     OPT_VERSION,
     OPT_COUNT
@@ -84,6 +91,9 @@ struct config {
     const char *command;
     char *args[CONFIG_MAX_ARGS];
     int nargs;
+    /* What config_load read, so that the agent can load it again on SIGHUP. */
+    int argc;
+    char **argv;
 };
 
 const struct opt_def *config_options(void);

@@ -17,6 +17,11 @@ static const struct {
     {"wal-stream", "wal-stream [--slot S] [--application-name A] [--sync-interval T]\n"
                    "                               stream WAL over a replication slot into the\n"
                    "                               repository until SIGTERM"},
+    {"agent", "agent [--full-every S] [--incremental-every S] [--listen ADDR:PORT]\n"
+              "        [--archive-mode stream|command] [--retain-full N] [--retain-days D]\n"
+              "                               daemon: WAL stream, scheduled backups (S: 6h, 1d\n"
+              "                               or cron \"m h dom mon dow\"), retention after\n"
+              "                               each, /healthz /readyz /metrics; SIGHUP reloads"},
     {"restore", "restore --to DIR [--backup ID] [--target-time T | --target-lsn L]\n"
                 "        [--watermark N|latest]\n"
                 "                               restore a backup and set up recovery"},

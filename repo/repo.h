@@ -80,4 +80,27 @@ struct repo_node_info {
 int repo_node_bind(repo_t *r, const struct repo_node_info *info, wv_err_t *err);
 int repo_node_get(repo_t *r, struct repo_node_info *out, wv_err_t *err);
 
+/* The agent lease (repo/lock.c): one agent per node. Expiry times are the holder's wall
+ * clock; another agent takes an expired lease over only REPO_LEASE_GRACE_MS after its
+ * expiry, which assumes the hosts' clocks differ by less than that (NTP keeps them within
+ * milliseconds). */
+#define REPO_LEASE_GRACE_MS 5000
+struct repo_lease {
+    char holder[128]; /* "host:pid:random" */
+    uint64_t generation;
+    int64_t renewed_ms, expires_ms; /* epoch milliseconds, the holder's clock */
+    int64_t lease_ms;
+    bool released; /* given up at a clean stop: the next agent need not wait */
+};
+/* Takes the node's lease when no live one stands (absent, released, or expired more than
+ * the grace ago). WV_EEXISTS with a message naming the holder and its expiry otherwise.
+ * The lease is nodes/<node>/agent/lease-<generation>: see repo/lock.c. */
+int repo_lease_acquire(repo_t *r, const char *holder, int64_t lease_ms, int64_t now_ms,
+                       struct repo_lease *out, wv_err_t *err);
+/* Pushes the expiry to now + lease. WV_EMISMATCH, naming the new holder, when another agent
+ * took the lease over; other codes are store failures worth retrying. */
+int repo_lease_renew(repo_t *r, struct repo_lease *l, int64_t now_ms, wv_err_t *err);
+/* Marks the lease released (a clean shutdown), so that a successor need not wait. */
+int repo_lease_release(repo_t *r, const struct repo_lease *l, wv_err_t *err);
+
 #endif

@@ -21,6 +21,7 @@ packages=(
   python3                             # tests parse walvault's --json output
   curl                                # tests drive the S3 proxy's control API
   awscli                              # tests and bench/ cross-check the S3 server with it
+  python3-prometheus-client           # test_agent.sh parses /metrics with it
   yamllint                            # tests/integration/test_deploy.sh: deploy/ YAML
   python3-yaml                        # test_deploy_postgres.sh reads the manifests
   systemd                             # systemd-analyze verify of deploy/systemd units
