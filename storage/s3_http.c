@@ -571,8 +571,9 @@ static int status_code(long status)
 static const char *status_hint(const struct s3_call *c)
 {
     const char *code = c->error.code;
-    if (strcmp(code, "InvalidAccessKeyId") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0)
-        return "; check the S3 credentials";
+    if (strcmp(code, "InvalidAccessKeyId") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
+        strcmp(code, "AccessDenied") == 0)
+        return "; access denied: check the S3 credentials and the bucket policy";
     if (strcmp(code, "NoSuchBucket") == 0)
         return "; check the bucket name in the repository URL";
     if (strcmp(code, "RequestTimeTooSkewed") == 0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Checks what deploy/kubernetes promises beyond its schema (issue 7, docs/deploy.md):
+// Checks what deploy/kubernetes promises beyond its schema (issue 7, README.md):
 //   node tests/deploy/check-policy.js DIR
 //   - every container: CPU and memory requests and limits; no privilege escalation; all
 //     capabilities dropped; a read-only root file system with an emptyDir at /tmp;

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Checks that everything deploy/ and docs/deploy.md ask of walvault exists in the binary.
+// Checks that everything deploy/ and README.md ask of walvault exists in the binary.
 //   node tests/deploy/check-walvault-usage.js --bin WALVAULT --root REPO [--out-dir DIR]
 //
 // What walvault offers comes from the binary itself: `walvault --help` lists the commands,
@@ -7,7 +7,7 @@
 // WALVAULT_* variable) and its positional arguments. Checked against it:
 //   - every walvault invocation: container command/args and shell scripts in the
 //     Kubernetes manifests, archive_command/restore_command lines, systemd Exec lines, the
-//     Dockerfile's ENTRYPOINT/CMD, and commands in docs/deploy.md's code blocks: the
+//     Dockerfile's ENTRYPOINT/CMD, and commands in README.md's code blocks: the
 //     command exists, every --flag is an option of that command (a value where it takes
 //     one), the positional arguments are as many as the command's usage names;
 //   - every WALVAULT_* variable a container sets is an option of what the container runs;
@@ -121,14 +121,14 @@ function shellWords(line) {
       continue;
     }
     if (c === "#") break;
-    const op = /^(&&|\|\||[;|()])/.exec(line.slice(i));
+    const op = /^(&&|\|\||[;|()&])/.exec(line.slice(i));
     if (op) {
       words.push({ op: op[1] });
       i += op[1].length;
       continue;
     }
     let w = "";
-    while (i < line.length && !/\s/.test(line[i]) && !/^(&&|\|\||[;|()])/.test(line.slice(i))) {
+    while (i < line.length && !/\s/.test(line[i]) && !/^(&&|\|\||[;|()&])/.test(line.slice(i))) {
       const q = line[i];
       if (q === "'" || q === '"') {
         const end = line.indexOf(q, i + 1);
@@ -400,18 +400,26 @@ function checkSystemd(model, root) {
 }
 
 function checkDocs(model, root) {
-  const file = path.join(root, "docs/deploy.md");
+  const file = path.join(root, "README.md");
   if (!fs.existsSync(file)) return;
   let inCode = false;
-  fs.readFileSync(file, "utf8").split("\n").forEach((line, i) => {
-    if (/^\s*```/.test(line)) {
+  let pending = ""; // a command continued on the next line with a trailing backslash
+  fs.readFileSync(file, "utf8").split("\n").forEach((raw, i) => {
+    if (/^\s*```/.test(raw)) {
       inCode = !inCode;
+      pending = "";
       return;
     }
     if (!inCode) return;
+    if (/\\\s*$/.test(raw)) {
+      pending += raw.replace(/\\\s*$/, " ");
+      return;
+    }
+    const line = pending + raw;
+    pending = "";
     const pg = /^\s*#?\s*(archive_command|restore_command)\s*=/.test(line);
     const found = pg ? invocationsInPostgresConf(line) : invocationsInLine(line).map((argv) => ({ argv }));
-    for (const { argv } of found) checkInvocation(model, `docs/deploy.md:${i + 1}`, argv);
+    for (const { argv } of found) checkInvocation(model, `README.md:${i + 1}`, argv);
   });
 }
 

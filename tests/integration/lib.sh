@@ -136,10 +136,11 @@ wv__stage_for_test_user() {
   local stage s3_files=()
   [[ -f $WV_S3_DIR/proxy.js ]] && s3_files=("$WV_S3_DIR/proxy.js" "$WV_S3_DIR/package-lock.json")
   [[ -f $WV_S3_DIR/node_modules/.walvault-lock-sha256 ]] && s3_files+=("$WV_S3_DIR/node_modules/.walvault-lock-sha256")
-  stage=/tmp/walvault-stage-$(cat "$WV_LIB_DIR"/*.sh "${s3_files[@]}" "${WALVAULT_BIN:-/dev/null}" | md5sum | cut -c1-12)
+  stage=/tmp/walvault-stage-$(cat "$WV_LIB_DIR"/*.sh "$WV_LIB_DIR/../../README.md" "${s3_files[@]}" "${WALVAULT_BIN:-/dev/null}" 2>/dev/null | md5sum | cut -c1-12)
   if [[ ! -d $stage ]]; then
     mkdir -p "$stage.$$/integration"
     cp "$WV_LIB_DIR"/*.sh "$stage.$$/integration/"
+    cp "$WV_LIB_DIR/../../README.md" "$stage.$$/integration/" 2>/dev/null || true # the tour test reads it
     [[ -z ${WALVAULT_BIN:-} ]] || cp "$WALVAULT_BIN" "$stage.$$/walvault"
     [[ ${#s3_files[@]} == 0 ]] || cp -a "$WV_S3_DIR" "$stage.$$/s3"
     chmod -R a+rX "$stage.$$"

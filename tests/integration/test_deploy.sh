@@ -11,7 +11,7 @@
 #   - the manifests keep their promises (tests/deploy/check-policy.js: probes, limits,
 #     read-only root, secrets as files only, replication from the pod only);
 #   - every walvault command, flag, WALVAULT_* variable, config key and image that deploy/
-#     and docs/deploy.md use exists in the binary and in the Dockerfile
+#     and README.md use exists in the binary and in the Dockerfile
 #     (tests/deploy/check-walvault-usage.js), and the config files load;
 #   - the systemd units pass systemd-analyze verify and its offline security review.
 # Runs once (not again against s3://: it stores nothing). Exit 77 (skipped) when all of
@@ -119,7 +119,7 @@ node tests/deploy/check-walvault-usage.js --bin "$bin" --root "$root" --out-dir 
 grep -v '^ok' "$WV_TMP/usage.log" || true
 case $usage_status in
   0 | 3) ;;
-  *) wv_fail "deploy/ or docs/deploy.md use what walvault does not have (see above)" ;;
+  *) wv_fail "deploy/ or README.md use what walvault does not have (see above)" ;;
 esac
 for conf in "$WV_TMP"/conf/*; do
   "$bin" --config "$conf" --version >/dev/null 2>"$WV_TMP/conf.err" ||

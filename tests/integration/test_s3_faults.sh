@@ -80,7 +80,7 @@ wv_assert_fails "$WALVAULT_BIN" --config "$WV_TMP/wrong.conf" --repo "$WV_REPO" 
   --s3-endpoint "$WV_S3_ENDPOINT" --s3-region "$WV_S3_REGION" --s3-uri-style path list
 wv_assert_eq 1 "$(grep -c . <<<"$WV_LAST_STDERR")" "lines for a wrong secret"
 wv_assert_contains "$WV_LAST_STDERR" "403"
-grep -qi "access denied\|credentials\|secret" <<<"$WV_LAST_STDERR" || wv_fail "not an access-denied line: $WV_LAST_STDERR"
+wv_assert_contains "$WV_LAST_STDERR" "access denied"
 
 wv_step "what was backed up and archived under faults restores"
 wv_run verify >/dev/null || wv_fail "verify failed"
