@@ -28,7 +28,11 @@ int main(int argc, char **argv)
     int status = EXIT_OK;
     if (config_flag(&cfg, OPT_VERSION))
         printf("walvault %s\n", WALVAULT_VERSION);
-    else if (config_flag(&cfg, OPT_HELP) || !cfg.command)
+    else if (config_flag(&cfg, OPT_HELP) && cfg.command && !usage_known_command(cfg.command)) {
+        fprintf(stderr, "walvault: error: unknown command \"%s\" (see walvault --help)\n",
+                cfg.command);
+        status = EXIT_USAGE;
+    } else if (config_flag(&cfg, OPT_HELP) || !cfg.command)
         usage_print(cfg.command);
     else
         status = commands_run(&cfg);

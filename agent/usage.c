@@ -50,8 +50,10 @@ bool usage_known_command(const char *command)
 /* command NULL: the options common to every command. */
 static bool applies(const struct opt_def *o, const char *command)
 {
-    if (!o->commands || !command)
+    if (!command)
         return !o->commands;
+    if (!o->commands)
+        return false; /* common options get their own section */
     char padded[128], want[64];
     snprintf(padded, sizeof padded, " %s ", o->commands);
     snprintf(want, sizeof want, " %s ", command);
