@@ -627,8 +627,7 @@ static int catalog_wal_name(struct wal_catalog *c, const char *rel, wv_err_t *er
     if (!name || wal_file_parse(name + 1, c->seg_size, &wf, &ignored) != 0 ||
         strtoul(rel, NULL, 16) != wf.tli)
         return 0;
-    if (wf.kind != WAL_KIND_SEGMENT && wf.kind != WAL_KIND_HISTORY &&
-        wf.kind != WAL_KIND_FRAGMENT)
+    if (wf.kind != WAL_KIND_SEGMENT && wf.kind != WAL_KIND_HISTORY && wf.kind != WAL_KIND_FRAGMENT)
         return 0;
     struct wal_timeline *t = timeline_get(c, wf.tli);
     if (t && wf.kind == WAL_KIND_HISTORY)
@@ -726,9 +725,9 @@ static json_t *timeline_json(const struct wal_timeline *t, uint32_t seg_size)
         char seg[WAL_NAME_MAX], end[WAL_LSN_STR_MAX];
         wal_segment_name(t->tli, t->partial.segno, seg_size, seg);
         wal_lsn_format(wal_segment_start(t->partial.segno, seg_size) + t->partial.end, end);
-        json_object_set_new(doc, "partial", json_pack("{s:s, s:s, s:I}", "segment", seg, "end_lsn",
-                                                      end, "fragments",
-                                                      (json_int_t)t->partial.count));
+        json_object_set_new(doc, "partial",
+                            json_pack("{s:s, s:s, s:I}", "segment", seg, "end_lsn", end,
+                                      "fragments", (json_int_t)t->partial.count));
     }
     return doc;
 }

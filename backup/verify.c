@@ -352,15 +352,16 @@ static void check_partial(struct verify_state *v, const struct wal_timeline *t,
     char names[2 * WAL_NAME_MAX + 8];
     if (t->partial.segno > next) {
         name_range(s->timeline, next, t->partial.segno - 1, seg_size, names, sizeof names);
-        problem(v, "WAL gap on timeline %u: %s missing (needed by backup %s)", s->timeline,
-                names, s->id);
+        problem(v, "WAL gap on timeline %u: %s missing (needed by backup %s)", s->timeline, names,
+                s->id);
     }
     wal_lsn_t held = wal_segment_start(t->partial.segno, seg_size) + t->partial.end;
     if (held < s->stop_lsn) {
         char have[WAL_LSN_STR_MAX], want[WAL_LSN_STR_MAX];
         wal_lsn_format(held, have);
         wal_lsn_format(s->stop_lsn, want);
-        problem(v, "backup %s: WAL on timeline %u is archived up to %s only, not to its stop LSN %s",
+        problem(v,
+                "backup %s: WAL on timeline %u is archived up to %s only, not to its stop LSN %s",
                 s->id, s->timeline, have, want);
     }
 }

@@ -12,8 +12,7 @@ int wal_archive_key(repo_t *r, const char *name, uint32_t seg_size, char *out, s
         return rc;
     /* Fragments are wal-stream's alone: a pushed file must never pose as one. */
     if (f.kind == WAL_KIND_FRAGMENT)
-        return wv_err_set(err, WV_EUSAGE, "%s names a wal-stream fragment, not a WAL file",
-                          name);
+        return wv_err_set(err, WV_EUSAGE, "%s names a wal-stream fragment, not a WAL file", name);
     if (repo_key_wal(r, f.tli, name, out, len) != 0)
         return wv_err_set(err, WV_EUSAGE, "WAL file name too long: %s", name);
     return 0;

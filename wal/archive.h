@@ -60,16 +60,15 @@ int wal_fragments_scan(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_siz
 /* Bytes [0, end) of the segment, from its fragments, to sink; *end as in the chain. */
 int wal_fragments_read(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_size,
                        storage_sink_fn sink, void *ctx, uint32_t *end, wv_err_t *err);
-int wal_fragments_delete(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_size,
-                         wv_err_t *err);
+int wal_fragments_delete(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_size, wv_err_t *err);
 
 #define WAL_TAIL_STALE_MAX 4
 /* The newest WAL a timeline holds: its last whole segment and the fragments after it. */
 struct wal_tail {
     bool has_whole;
     uint64_t last_whole;
-    struct wal_frag_chain frag; /* fragments of the newest fragmented segment after it */
-    wal_lsn_t end;              /* the first byte not held (0: nothing on the timeline) */
+    struct wal_frag_chain frag;         /* fragments of the newest fragmented segment after it */
+    wal_lsn_t end;                      /* the first byte not held (0: nothing on the timeline) */
     uint64_t stale[WAL_TAIL_STALE_MAX]; /* segments stored whole that still have fragments */
     size_t nstale;
 };

@@ -15,7 +15,6 @@
 #define STATUS_INTERVAL_S 10.0
 #define BACKOFF_FIRST_S 0.5
 #define BACKOFF_MAX_S 10.0
-#define CLEANUP_DELAY_S 2.0
 #define POLL_MAX_MS 250
 #define SHUTDOWN_STORE_S 20.0
 #define STREAM_COPY_ENDED 1
@@ -56,8 +55,6 @@ void stream_queue_cleanup(struct stream *s, uint32_t tli, uint64_t segno)
 {
     if (s->ncleanup == STREAM_CLEANUP_MAX) /* left for the next start to find */
         return;
-    if (s->ncleanup == 0)
-        s->cleanup_since = time_monotonic();
     s->cleanup[s->ncleanup].tli = tli;
     s->cleanup[s->ncleanup].segno = segno;
     s->ncleanup++;
@@ -72,7 +69,7 @@ static void describe_job(const struct store_job *j, char *out, size_t len)
         wal_history_name(j->tli, name);
     else
         wal_segment_name(j->tli, j->segno, j->seg_size, name);
-    snprintf(out, len, "%s%s", j->kind == STORE_CLEANUP ? "fragments of " : "", name);
+    snprintf(out, len, "%s", name);
 }
 
 /* ---- store results ---- */
@@ -94,10 +91,36 @@ static void stored(struct stream *s, const struct store_job *j)
         stream_queue_cleanup(s, g->tli, g->segno);
         stream_seg_reset(g, g->tli, g->segno + 1, 0);
         s->pending_since = 0;
-    } else if (j->kind == STORE_CLEANUP && s->ncleanup > 0) {
-        memmove(&s->cleanup[0], &s->cleanup[1], --s->ncleanup * sizeof s->cleanup[0]);
-        s->cleanup_since = time_monotonic();
     }
+}
+
+/* Deleting a finished segment's fragments runs on a thread of its own: with thousands of
+ * fragments it takes long, and fragment stores (commits waiting) must not queue behind it.
+ * Leftovers are harmless (a whole segment hides its fragments) and the next start retries. */
+static void collect_janitor(struct stream *s)
+{
+    struct store_job j;
+    int rc;
+    wv_err_t e = {0};
+    if (!stream_store_collect(&s->janitor, &j, &rc, &e) || s->ncleanup == 0)
+        return;
+    if (rc) {
+        char name[WAL_NAME_MAX];
+        wal_segment_name(j.tli, j.segno, j.seg_size, name);
+        log_warn("deleting the fragments of %s failed: %s", name, e.msg);
+    }
+    memmove(&s->cleanup[0], &s->cleanup[1], --s->ncleanup * sizeof s->cleanup[0]);
+}
+
+static void schedule_janitor(struct stream *s)
+{
+    if (s->ncleanup == 0 || !stream_store_idle(&s->janitor))
+        return;
+    struct store_job j = {.kind = STORE_CLEANUP,
+                          .tli = s->cleanup[0].tli,
+                          .segno = s->cleanup[0].segno,
+                          .seg_size = s->seg.seg_size};
+    stream_store_submit(&s->janitor, &j);
 }
 
 static int store_failed(struct stream *s, const struct store_job *j, int rc, wv_err_t *e,
@@ -108,11 +131,6 @@ static int store_failed(struct stream *s, const struct store_job *j, int rc, wv_
     if (stream_fatal(rc)) {
         *err = *e;
         return rc;
-    }
-    if (j->kind == STORE_CLEANUP) { /* leftovers are harmless; the next start retries */
-        log_warn("deleting %s failed: %s", what, e->msg);
-        stored(s, j);
-        return 0;
     }
     s->store_backoff = next_backoff(s->store_backoff);
     s->retry_at = time_monotonic() + s->store_backoff;
@@ -214,13 +232,6 @@ static void schedule(struct stream *s)
     } else if (fragment_due(s, now)) {
         struct store_job j = job_for_seg(s, STORE_FRAGMENT);
         submit(s, &j);
-    } else if (s->ncleanup &&
-               (!stream_seg_pending(&s->seg) || now - s->cleanup_since > CLEANUP_DELAY_S)) {
-        struct store_job j = {.kind = STORE_CLEANUP,
-                              .tli = s->cleanup[0].tli,
-                              .segno = s->cleanup[0].segno,
-                              .seg_size = s->seg.seg_size};
-        submit(s, &j);
     }
 }
 
@@ -259,6 +270,7 @@ static int take_message(struct stream *s, char *buf, int len, wv_err_t *err)
     struct sconn_msg m;
     int rc = sconn_parse_msg(buf, len, &m, err);
     if (rc == 0 && m.type == 'w') {
+        s->streamed = true;
         s->held = buf;
         s->held_len = len;
         s->held_off = 0;
@@ -297,8 +309,7 @@ static int take_messages(struct stream *s, wv_err_t *err)
 static int report(struct stream *s, wv_err_t *err)
 {
     double now = time_monotonic();
-    if (!s->status_now && s->durable_lsn == s->reported &&
-        now - s->last_status < STATUS_INTERVAL_S)
+    if (!s->status_now && s->durable_lsn == s->reported && now - s->last_status < STATUS_INTERVAL_S)
         return 0;
     int rc = sconn_send_status(s->conn, s->durable_lsn, err);
     if (rc == 0) {
@@ -309,17 +320,18 @@ static int report(struct stream *s, wv_err_t *err)
     return rc;
 }
 
-static int poll_timeout_ms(const struct stream *s)
+/* While a store runs its end wakes the loop; otherwise the next fragment, retry or status
+ * update is due at a known time. */
+static int poll_timeout_ms(struct stream *s)
 {
     double now = time_monotonic(), wait = POLL_MAX_MS / 1000.0;
     double status_due = s->last_status + STATUS_INTERVAL_S - now;
     wait = status_due < wait ? status_due : wait;
-    if (stream_seg_pending(&s->seg) && !s->id.synchronous) {
-        double due = s->pending_since + s->interval - now;
+    if (stream_store_idle(&s->store) && stream_seg_pending(&s->seg)) {
+        double due = s->id.synchronous ? now : s->pending_since + s->interval;
+        due = (due > s->retry_at ? due : s->retry_at) - now;
         wait = due < wait ? due : wait;
     }
-    if (s->retry_at > now && s->retry_at - now < wait)
-        wait = s->retry_at - now;
     return wait <= 0 ? 0 : (int)(wait * 1000) + 1;
 }
 
@@ -327,14 +339,15 @@ static int poll_timeout_ms(const struct stream *s)
  * its store is done: the buffer is the only one. */
 static int wait_events(struct stream *s, wv_err_t *err)
 {
-    struct pollfd p[2] = {{.fd = stream_store_fd(&s->store), .events = POLLIN}};
-    nfds_t n = 1;
+    struct pollfd p[3] = {{.fd = stream_store_fd(&s->store), .events = POLLIN},
+                          {.fd = stream_store_fd(&s->janitor), .events = POLLIN}};
+    nfds_t n = 2;
     if (!stream_seg_full(&s->seg) && !s->held)
         p[n++] = (struct pollfd){.fd = PQsocket(s->conn), .events = POLLIN};
     int rc = poll(p, n, poll_timeout_ms(s));
     if (rc < 0 && errno != EINTR)
         return wv_err_errno(err, WV_EFAIL, "poll failed");
-    if (rc > 0 && n == 2 && (p[1].revents & (POLLIN | POLLERR | POLLHUP)) &&
+    if (rc > 0 && n == 3 && (p[2].revents & (POLLIN | POLLERR | POLLHUP)) &&
         !PQconsumeInput(s->conn)) {
         char line[512];
         sconn_error_line(s->conn, line, sizeof line);
@@ -350,10 +363,12 @@ static int copy_loop(struct stream *s, wv_err_t *err)
         rc = take_messages(s, err);
         if (rc == 0)
             rc = collect(s, err);
-        if (rc == 0)
-            schedule(s);
-        if (rc == 0)
-            rc = report(s, err);
+        if (rc != 0)
+            break;
+        collect_janitor(s);
+        schedule(s);
+        schedule_janitor(s);
+        rc = report(s, err);
         if (rc == 0)
             rc = wait_events(s, err);
     }
@@ -381,10 +396,8 @@ static int archive_history(struct stream *s, uint32_t tli, wv_err_t *err)
     int rc = sconn_timeline_history(s->conn, tli, &text, &len, err);
     if (rc)
         return rc;
-    struct store_job j = {.kind = STORE_HISTORY,
-                          .tli = tli,
-                          .data = (const uint8_t *)text,
-                          .end = (uint32_t)len};
+    struct store_job j = {
+        .kind = STORE_HISTORY, .tli = tli, .data = (const uint8_t *)text, .end = (uint32_t)len};
     rc = stream_store_now(s, &j, err);
     free(text);
     return rc;
@@ -405,8 +418,7 @@ static int next_timeline(struct stream *s, wv_err_t *err)
         return rc;
     char at[WAL_LSN_STR_MAX];
     wal_lsn_format(pos, at);
-    log_info("timeline %" PRIu32 " ended at %s; streaming timeline %" PRIu32, s->seg.tli, at,
-             tli);
+    log_info("timeline %" PRIu32 " ended at %s; streaming timeline %" PRIu32, s->seg.tli, at, tli);
     drop_held(s);
     stream_seg_reset(&s->seg, tli, wal_segno_of(pos, s->seg.seg_size), 0);
     atomic_store(&s->stats->timeline, tli);
@@ -420,7 +432,6 @@ static int session(struct stream *s, wv_err_t *err)
     int rc = stream_session_start(s, err);
     while (rc == 0) {
         atomic_store(&s->stats->streaming, true);
-        s->streamed = true;
         rc = copy_loop(s, err);
         if (rc == STREAM_COPY_ENDED)
             rc = next_timeline(s, err);
@@ -492,7 +503,10 @@ static int finish(struct stream *s, wv_err_t *err)
     }
     char lsn[WAL_LSN_STR_MAX];
     wal_lsn_format(s->durable_lsn, lsn);
-    log_info("wal-stream stopped; WAL archived up to %s", lsn);
+    log_info("wal-stream stopped; WAL archived up to %s (%" PRIuFAST64 " fragments and %" PRIuFAST64
+             " segments stored, %" PRIuFAST64 " failed stores retried)",
+             lsn, atomic_load(&s->stats->fragments), atomic_load(&s->stats->segments),
+             atomic_load(&s->stats->store_errors));
     return rc;
 }
 
@@ -532,8 +546,11 @@ int wal_stream_run(repo_t *r, const struct wal_stream_opts *o, wv_err_t *err)
     else
         wal_stream_slot_name(repo_node(r), s->slot, sizeof s->slot);
     int rc = stream_store_start(&s->store, r, s->stats, err);
+    if (rc == 0 && (rc = stream_store_start(&s->janitor, r, NULL, err)) != 0)
+        stream_store_stop(&s->store);
     if (rc == 0) {
         rc = run(s, err);
+        stream_store_stop(&s->janitor);
         stream_store_stop(&s->store);
     }
     drop_held(s);

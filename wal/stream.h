@@ -26,8 +26,8 @@ struct wal_stream_stats {
     atomic_uint_fast64_t received_lsn; /* end of the WAL received */
     atomic_uint_fast64_t archived_lsn; /* end of the WAL durable in the repository */
     atomic_uint_fast32_t timeline;
-    atomic_bool streaming;   /* connected and in START_REPLICATION */
-    atomic_bool synchronous; /* synchronous_standby_names names us */
+    atomic_bool streaming;             /* connected and in START_REPLICATION */
+    atomic_bool synchronous;           /* synchronous_standby_names names us */
     atomic_uint_fast64_t fragments;    /* fragments stored */
     atomic_uint_fast64_t segments;     /* whole segments stored */
     atomic_uint_fast64_t bytes_stored; /* plaintext bytes stored, fragments and segments */

@@ -33,11 +33,13 @@ static int conn_error(PGconn *c, const char *what, wv_err_t *err)
  * first so that the operator's connection string can override them. */
 int sconn_open(const char *conninfo, const char *app, PGconn **out, wv_err_t *err)
 {
-    const char *keys[] = {"connect_timeout", "keepalives", "keepalives_idle",
-                          "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-                          "dbname", "replication", "application_name", NULL};
-    const char *values[] = {"10", "1", "10", "5", "3", "30000",
-                            conninfo ? conninfo : "", "true", app, NULL};
+    const char *keys[] = {"connect_timeout",  "keepalives",
+                          "keepalives_idle",  "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout",
+                          "dbname",           "replication",
+                          "application_name", NULL};
+    const char *values[] = {"10",   "1", "10", "5", "3", "30000", conninfo ? conninfo : "",
+                            "true", app, NULL};
     PGconn *c = PQconnectdbParams(keys, values, 1);
     if (PQstatus(c) != CONNECTION_OK) {
         int rc = conn_error(c, "cannot connect to PostgreSQL for replication", err);
@@ -58,8 +60,7 @@ static int query(PGconn *c, const char *sql, int min_cols, PGresult **res, wv_er
         line[strcspn(line, "\n")] = '\0';
         PQclear(*res);
         *res = NULL;
-        return wv_err_set(err, WV_EFAIL, "%s failed: %s", sql,
-                          line[0] ? line : PQerrorMessage(c));
+        return wv_err_set(err, WV_EFAIL, "%s failed: %s", sql, line[0] ? line : PQerrorMessage(c));
     }
     if (PQnfields(*res) < min_cols) {
         PQclear(*res);
@@ -168,8 +169,8 @@ int sconn_slot(PGconn *c, const char *slot, wal_lsn_t *restart, uint32_t *restar
             return rc;
         bool exists = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0);
         if (exists && strcmp(PQgetvalue(res, 0, 0), "physical") != 0) {
-            rc = wv_err_set(err, WV_EUSAGE, "replication slot %s is a %s slot, not physical",
-                            slot, PQgetvalue(res, 0, 0));
+            rc = wv_err_set(err, WV_EUSAGE, "replication slot %s is a %s slot, not physical", slot,
+                            PQgetvalue(res, 0, 0));
             PQclear(res);
             return rc;
         }
@@ -212,8 +213,8 @@ int sconn_start(PGconn *c, const char *slot, uint32_t tli, wal_lsn_t pos, wv_err
 {
     char sql[256], lsn[WAL_LSN_STR_MAX];
     wal_lsn_format(pos, lsn);
-    snprintf(sql, sizeof sql, "START_REPLICATION SLOT %s PHYSICAL %s TIMELINE %" PRIu32, slot,
-             lsn, tli);
+    snprintf(sql, sizeof sql, "START_REPLICATION SLOT %s PHYSICAL %s TIMELINE %" PRIu32, slot, lsn,
+             tli);
     PGresult *res = PQexec(c, sql);
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
         char line[512];

@@ -22,8 +22,8 @@ void wal_frag_chain_add(struct wal_frag_chain *c, const struct wal_file *f)
 }
 
 /* "nodes/<node>/wal/<tli>/<segment>." : the segment's fragments and nothing else. */
-static int fragment_prefix(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_size,
-                           char *out, size_t len, wv_err_t *err)
+static int fragment_prefix(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_size, char *out,
+                           size_t len, wv_err_t *err)
 {
     char name[WAL_NAME_MAX + 1];
     wal_segment_name(tli, segno, seg_size, name);
@@ -35,8 +35,8 @@ static int fragment_prefix(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg
 
 typedef int (*fragment_fn)(void *ctx, const char *key, const struct wal_file *f, wv_err_t *err);
 
-static int each_fragment(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_size,
-                         fragment_fn fn, void *ctx, wv_err_t *err)
+static int each_fragment(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_size, fragment_fn fn,
+                         void *ctx, wv_err_t *err)
 {
     char prefix[REPO_KEY_MAX];
     storage_iter_t *it;
@@ -180,8 +180,7 @@ static int batch_key(void *ctx, const char *key, const struct wal_file *f, wv_er
 
 /* Keys are collected in batches and deleted after the listing moved past them, so the
  * listing never walks a directory that changes under it. */
-int wal_fragments_delete(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_size,
-                         wv_err_t *err)
+int wal_fragments_delete(repo_t *r, uint32_t tli, uint64_t segno, uint32_t seg_size, wv_err_t *err)
 {
     struct key_batch *b = calloc(1, sizeof *b);
     if (!b)

@@ -38,8 +38,8 @@ bool stream_seg_full(const struct stream_seg *s);
 uint32_t stream_seg_pending(const struct stream_seg *s);
 /* Takes the bytes of one XLogData message that start at lsn, up to the segment's end;
  * *taken says how many. Bytes anywhere but at stream_seg_next are a protocol error. */
-int stream_seg_put(struct stream_seg *s, wal_lsn_t lsn, const void *data, size_t len,
-                   size_t *taken, wv_err_t *err);
+int stream_seg_put(struct stream_seg *s, wal_lsn_t lsn, const void *data, size_t len, size_t *taken,
+                   wv_err_t *err);
 
 /* ---- stores, on their own thread (stream_store.c) ---- */
 
@@ -55,8 +55,8 @@ struct store_job {
     uint32_t tli;
     uint64_t segno;
     uint32_t seg_size;
-    const uint8_t *data; /* the segment's first byte, or the history file */
-    uint32_t start, end; /* FRAGMENT: the range; HISTORY: end is the length */
+    const uint8_t *data;        /* the segment's first byte, or the history file */
+    uint32_t start, end;        /* FRAGMENT: the range; HISTORY: end is the length */
     uint64_t system_identifier; /* SEGMENT: what its first page must say */
 };
 
@@ -87,8 +87,7 @@ bool stream_store_idle(struct stream_store *st);
 int stream_store_fd(const struct stream_store *st);
 /* true when a job finished since the last call: *job is what it was, *rc and *err how it
  * went. */
-bool stream_store_collect(struct stream_store *st, struct store_job *job, int *rc,
-                          wv_err_t *err);
+bool stream_store_collect(struct stream_store *st, struct store_job *job, int *rc, wv_err_t *err);
 /* Blocks until the running job (if any) finished; collects it as stream_store_collect. */
 bool stream_store_wait(struct stream_store *st, struct store_job *job, int *rc, wv_err_t *err);
 
@@ -122,11 +121,11 @@ void sconn_error_line(PGconn *c, char *out, size_t len);
 
 /* The messages inside the copy stream. */
 struct sconn_msg {
-    char type;             /* 'w' XLogData, 'k' keepalive */
-    wal_lsn_t start;       /* 'w': where data starts */
-    const uint8_t *data;   /* 'w' */
-    size_t len;            /* 'w' */
-    bool reply_requested;  /* 'k' */
+    char type;            /* 'w' XLogData, 'k' keepalive */
+    wal_lsn_t start;      /* 'w': where data starts */
+    const uint8_t *data;  /* 'w' */
+    size_t len;           /* 'w' */
+    bool reply_requested; /* 'k' */
 };
 int sconn_parse_msg(const char *buf, int len, struct sconn_msg *m, wv_err_t *err);
 

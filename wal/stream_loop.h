@@ -18,10 +18,10 @@ struct stream {
     struct sconn_identity id;
     PGconn *conn;
     struct stream_seg seg;
-    bool positioned; /* seg names where the stream stands (after the first start) */
-    bool streamed;   /* this session reached the copy loop: retry at once after it */
-    struct stream_store store;
-    bool store_running;
+    bool positioned;             /* seg names where the stream stands (after the first start) */
+    bool streamed;               /* this session received WAL: after it breaks, retry at once */
+    struct stream_store store;   /* fragments, segments, history files: in order */
+    struct stream_store janitor; /* deletes the fragments of segments stored whole */
     wal_lsn_t durable_lsn; /* the highest LSN durable in the repository: what the server hears */
     wal_lsn_t reported;
     double last_status;
@@ -39,7 +39,6 @@ struct stream {
         uint64_t segno;
     } cleanup[STREAM_CLEANUP_MAX];
     size_t ncleanup;
-    double cleanup_since;
 };
 
 bool stream_stopping(const struct stream *s);

@@ -46,7 +46,7 @@ wal_lsn_t stream_seg_next(const struct stream_seg *s)
 
 bool stream_seg_full(const struct stream_seg *s)
 {
-    return s->received == s->seg_size;
+    return s->data && s->received == s->seg_size;
 }
 
 uint32_t stream_seg_pending(const struct stream_seg *s)
@@ -54,8 +54,8 @@ uint32_t stream_seg_pending(const struct stream_seg *s)
     return s->received > s->durable ? s->received - s->durable : 0;
 }
 
-int stream_seg_put(struct stream_seg *s, wal_lsn_t lsn, const void *data, size_t len,
-                   size_t *taken, wv_err_t *err)
+int stream_seg_put(struct stream_seg *s, wal_lsn_t lsn, const void *data, size_t len, size_t *taken,
+                   wv_err_t *err)
 {
     *taken = 0;
     if (lsn != stream_seg_next(s)) {

@@ -83,8 +83,8 @@ bool wal_stream_is_named(const char *standby_names, const char *application_name
     bool quoted;
     const char *p = standby_names;
     while ((p = next_name(p, name, sizeof name, &quoted)) != NULL) {
-        if (!quoted && (strcasecmp(name, "FIRST") == 0 || strcasecmp(name, "ANY") == 0 ||
-                        is_number(name)))
+        if (!quoted &&
+            (strcasecmp(name, "FIRST") == 0 || strcasecmp(name, "ANY") == 0 || is_number(name)))
             continue;
         if (strcmp(name, "*") == 0 || strcasecmp(name, application_name) == 0)
             return true;
@@ -199,8 +199,13 @@ static int place_stream(struct stream *s, wal_lsn_t slot_lsn, wv_err_t *err)
     if (rc)
         return rc;
     stream_seg_reset(&s->seg, tli, segno, held);
-    stream_note_durable(s, end > stream_seg_start(&s->seg) + held ? end
-                                                                : stream_seg_start(&s->seg) + held);
+    /* The server hears what the repository holds up to where the stream starts; with a gap
+     * before it (or nothing yet) it hears nothing until the first store. */
+    wal_lsn_t seg_start = stream_seg_start(&s->seg);
+    if (held)
+        stream_note_durable(s, seg_start + held > end ? seg_start + held : end);
+    else if (end >= seg_start)
+        stream_note_durable(s, end);
     return 0;
 }
 
@@ -221,13 +226,14 @@ static int check_node(struct stream *s, wv_err_t *err)
 
 static void log_start(const struct stream *s, bool first)
 {
-    char at[WAL_LSN_STR_MAX], durable[WAL_LSN_STR_MAX];
+    char at[WAL_LSN_STR_MAX], lsn[WAL_LSN_STR_MAX], archived[64] = "nothing archived yet";
     wal_lsn_format(stream_seg_next(&s->seg), at);
-    wal_lsn_format(s->durable_lsn, durable);
-    log_info("%s WAL from %s on timeline %" PRIu32 " (slot %s, application_name %s, %s; "
-             "archived up to %s)",
+    wal_lsn_format(s->durable_lsn, lsn);
+    if (s->durable_lsn)
+        snprintf(archived, sizeof archived, "archived up to %s", lsn);
+    log_info("%s WAL from %s on timeline %" PRIu32 " (slot %s, application_name %s, %s; %s)",
              first ? "streaming" : "resuming", at, s->seg.tli, s->slot, s->app,
-             s->id.synchronous ? "synchronous" : "asynchronous", durable);
+             s->id.synchronous ? "synchronous" : "asynchronous", archived);
 }
 
 int stream_session_start(struct stream *s, wv_err_t *err)

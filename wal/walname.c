@@ -149,9 +149,9 @@ void wal_fragment_name(uint32_t tli, uint64_t segno, uint32_t seg_size, uint32_t
                        uint32_t end, char out[WAL_NAME_MAX])
 {
     uint64_t per = segs_per_xlogid(seg_size);
-    snprintf(out, WAL_NAME_MAX, "%08" PRIX32 "%08" PRIX32 "%08" PRIX32 ".%08" PRIX32 "-%08" PRIX32
-             ".frag",
-             tli, (uint32_t)(segno / per), (uint32_t)(segno % per), start, end);
+    snprintf(out, WAL_NAME_MAX,
+             "%08" PRIX32 "%08" PRIX32 "%08" PRIX32 ".%08" PRIX32 "-%08" PRIX32 ".frag", tli,
+             (uint32_t)(segno / per), (uint32_t)(segno % per), start, end);
 }
 
 static int bad_name(const char *name, wv_err_t *err, const char *why)

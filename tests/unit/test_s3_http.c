@@ -484,8 +484,9 @@ static void test_access_denied_is_one_line_and_not_retried(void **state)
     storage_t *st = open_store(srv, "10");
     wv_err_t err;
     assert_int_equal(storage_put(st, "nodes/db1/wal/00000001/x", "v", 1, false, &err), WV_EFAIL);
-    assert_string_equal(err.msg,
-                        "S3 PUT nodes/db1/wal/00000001/x: HTTP 403 AccessDenied (Access Denied)");
+    assert_string_equal(err.msg, "S3 PUT nodes/db1/wal/00000001/x: HTTP 403 AccessDenied (Access "
+                                 "Denied); access denied: check the S3 credentials and the "
+                                 "bucket policy");
     assert_int_equal(srv->n, 1);
     uint64_t size;
     assert_int_equal(storage_head(st, "k", &size, &err), WV_EFAIL);
