@@ -8,6 +8,8 @@
 
 #include "agent/cmd_coord.h"
 #include "agent/commands.h"
+#include "agent/coord_http.h"
+#include "agent/httpd.h"
 #include "common/log.h"
 
 static int take_opts_of(const struct config *cfg, struct coord_take_opts *o, wv_err_t *err)
@@ -101,16 +103,30 @@ int cmd_coordinator(const struct config *cfg)
     wv_err_t err = {0};
     struct coord_cluster c;
     struct coord_loop_opts o;
-    if (loop_opts_of(cfg, &o, &err) != 0 ||
+    const char *listen = config_get(cfg, OPT_LISTEN);
+    if (loop_opts_of(cfg, &o, &err) != 0 || httpd_check_listen(listen, &err) != 0 ||
         coord_cluster_load(config_get(cfg, OPT_CONFIG), &c, &err) != 0)
         return commands_fail(&err);
+    struct coord_status status;
+    if (coord_status_init(&status, c.count, &err) != 0) {
+        coord_cluster_free(&c);
+        return commands_fail(&err);
+    }
+    o.status = &status;
     /* No SA_RESTART: the loops sleep in short steps and look at the flag between them. */
     struct sigaction sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     struct repo_config repo = commands_repo_config(cfg);
-    int rc = coord_run(&c, &repo, &o, &err);
+    /* /healthz, /readyz and /metrics while it runs on a schedule; --once has no probes. */
+    struct coord_http http = {.c = &c, .o = &o, .s = &status};
+    void *server = NULL;
+    int rc = o.once ? 0 : coord_http_start(listen, &http, &server, &err);
+    if (rc == 0)
+        rc = coord_run(&c, &repo, &o, &err);
+    httpd_stop(server);
+    coord_status_free(&status);
     coord_cluster_free(&c);
     return rc ? commands_fail(&err) : EXIT_OK;
 }

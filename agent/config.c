@@ -93,7 +93,7 @@ static const struct opt_def options[OPT_COUNT] = {
                         "\"m h dom mon dow\" (local time); off: none"},
     [OPT_INCREMENTAL_EVERY] = {"incremental-every", true, "1d", "agent",
                                "incremental backup schedule, as --full-every; off: none"},
-    [OPT_LISTEN] = {"listen", true, "127.0.0.1:9187", "agent",
+    [OPT_LISTEN] = {"listen", true, "127.0.0.1:9187", "agent coordinator",
                     "ADDR:PORT of /healthz, /readyz and /metrics ([::1]:PORT; off: none)"},
     [OPT_MAX_LAG_SECONDS] = {"max-lag-seconds", true, "30", "agent",
                              "/readyz fails when received WAL waits longer to be archived"},
@@ -258,6 +258,9 @@ int config_load(int argc, char **argv, char **env, struct config *cfg, wv_err_t 
     for (int i = 0; i < OPT_COUNT; i++)
         if (options[i].def)
             set_value(cfg, (enum opt_id)i, options[i].def, ORIGIN_DEFAULT);
+    /* The coordinator's own port, so that it and an agent can share a host by default. */
+    if (cfg->command && strcmp(cfg->command, "coordinator") == 0)
+        set_value(cfg, OPT_LISTEN, COORDINATOR_LISTEN_DEFAULT, ORIGIN_DEFAULT);
     return 0;
 }
 

@@ -80,6 +80,9 @@ struct opt_def {
     const char *help;
 };
 
+/* --listen of `walvault coordinator` when none is given (the agent's is 127.0.0.1:9187). */
+#define COORDINATOR_LISTEN_DEFAULT "127.0.0.1:9188"
+
 #define CONFIG_MAX_ARGS 8
 #define CONFIG_MAX_MAPS 32
 

@@ -108,7 +108,7 @@ struct agent {
     struct repo_lease lease;
     uint64_t lease_errors;
 
-    void *http; /* struct MHD_Daemon */
+    void *http; /* httpd_start's server (agent/httpd.h) */
 };
 
 int64_t agent_now_ms(void);       /* wall clock */

@@ -33,8 +33,10 @@ static const struct {
     {"watermark", "watermark [--json]           take one consistent cut of the cluster now\n"
                   "                               (nodes: [node NAME] sections of --config)"},
     {"coordinator", "coordinator [--watermark-every T] [--backup-every T] [--once]\n"
+                    "        [--listen ADDR:PORT]\n"
                     "                               watermarks and ordered group backups on a "
-                    "schedule"},
+                    "schedule;\n"
+                    "                               /healthz /readyz /metrics (default port 9188)"},
     {"plan", "plan (--watermark N|latest | --target-time T) [--json]\n"
              "                               restore plan for every node of a watermark"},
 };
@@ -72,8 +74,11 @@ static void print_options(const char *command)
         for (const char *p = opts[i].name; *p && n < 62; p++)
             env[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
         env[n] = '\0';
+        const char *def = opts[i].def;
+        if (i == OPT_LISTEN && command && strcmp(command, "coordinator") == 0)
+            def = COORDINATOR_LISTEN_DEFAULT;
         printf("  %-22s %s\n  %-22s env %s%s%s\n", flag, opts[i].help, "", env,
-               opts[i].def ? ", default " : "", opts[i].def ? opts[i].def : "");
+               def ? ", default " : "", def ? def : "");
     }
 }
 

@@ -12,6 +12,7 @@
 #ifndef WALVAULT_COORD_COORD_H
 #define WALVAULT_COORD_COORD_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -142,6 +143,22 @@ int coord_watermark_take(const struct coord_cluster *c, const struct repo_config
                          const struct coord_take_opts *o, struct coord_watermark *out,
                          wv_err_t *err);
 
+/* How far each node's archive was behind the cut that became the watermark, as far as the
+ * wait for it can tell without extra work. */
+struct coord_node_lag {
+    wal_lsn_t lsn; /* the node's LSN in the watermark */
+    /* The node's LSN minus what its archive held when the wait first looked, right after the
+     * cut: 0 when it held the LSN already; otherwise measured from the start of the segment
+     * holding the LSN (archive_command: earlier segments assumed archived, so an LSN at a
+     * segment's start reads 0) or from the end of wal-stream's fragments of that segment. */
+    uint64_t lag_bytes;
+    double wait_s; /* how long the watermark waited until the archive held the LSN */
+};
+/* coord_watermark_take, and on success lags[i] for every node i of c (in c's order). */
+int coord_watermark_take_lags(const struct coord_cluster *c, const struct repo_config *repo,
+                              const struct coord_take_opts *o, struct coord_watermark *out,
+                              struct coord_node_lag *lags, wv_err_t *err);
+
 /* ---- restore plans (coord/plan.c) ---- */
 
 struct coord_plan_node {
@@ -184,6 +201,29 @@ int coord_watermarks_prune(repo_t *r, int retain, bool dry_run, json_t *removed,
 
 /* ---- the coordinator (coord/coordinator.c) ---- */
 
+/* What `coordinator` reports on /healthz, /readyz and /metrics; coord_run updates it under
+ * lock as rounds end. */
+struct coord_status {
+    pthread_mutex_t lock;
+    double heartbeat_s; /* monotonic: the coordinator's main loop's last turn */
+    bool stopping;
+    /* watermarks */
+    bool wm_attempted, wm_last_ok; /* the newest attempt (success or failure) */
+    char wm_error[WV_ERR_MSG_MAX]; /* the newest failure's message */
+    bool wm_known;                 /* a watermark was written since the start */
+    uint32_t wm_number;
+    int64_t wm_time_ms;          /* its time, the coordinator's clock */
+    struct coord_node_lag *lags; /* per node (cluster order), of the newest watermark */
+    uint64_t wm_ok, wm_failed;
+    /* group backups */
+    bool gb_attempted, gb_last_ok, gb_running;
+    char gb_error[WV_ERR_MSG_MAX];
+    int64_t gb_end_ms; /* when the newest successful group backup finished (0: none yet) */
+    uint64_t gb_ok, gb_failed;
+};
+int coord_status_init(struct coord_status *s, size_t nodes, wv_err_t *err);
+void coord_status_free(struct coord_status *s);
+
 struct coord_loop_opts {
     double watermark_every_s; /* 0: no watermarks */
     double backup_every_s;    /* 0: no group backups */
@@ -191,6 +231,7 @@ struct coord_loop_opts {
     struct backup_opts backup; /* pg_conninfo and pgdata are each node's */
     bool once;                 /* one group backup, then one watermark, then return */
     volatile sig_atomic_t *stop;
+    struct coord_status *status; /* optional: what the rounds did, for /metrics */
 };
 
 /* Backs up every mediator and participant in parallel, then, once all of them finished, the

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -95,15 +96,71 @@ static void sleep_until(const struct loop *l, double until)
     }
 }
 
+int coord_status_init(struct coord_status *s, size_t nodes, wv_err_t *err)
+{
+    memset(s, 0, sizeof *s);
+    s->lags = calloc(nodes ? nodes : 1, sizeof *s->lags);
+    if (!s->lags)
+        return wv_err_set(err, WV_EFAIL, "out of memory");
+    pthread_mutex_init(&s->lock, NULL);
+    s->heartbeat_s = time_monotonic();
+    return 0;
+}
+
+void coord_status_free(struct coord_status *s)
+{
+    if (!s->lags)
+        return;
+    pthread_mutex_destroy(&s->lock);
+    free(s->lags);
+    s->lags = NULL;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void report_watermark(const struct loop *l, const struct coord_watermark *w,
+                             const struct coord_node_lag *lags, const wv_err_t *err)
+{
+    struct coord_status *s = l->o->status;
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->wm_attempted = true;
+    s->wm_last_ok = err == NULL;
+    if (err) {
+        s->wm_failed++;
+        snprintf(s->wm_error, sizeof s->wm_error, "%s", err->msg);
+    } else {
+        s->wm_ok++;
+        s->wm_known = true;
+        s->wm_number = w->number;
+        s->wm_time_ms = w->time_ms;
+        memcpy(s->lags, lags, l->c->count * sizeof *lags);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void one_watermark(const struct loop *l)
 {
     struct coord_watermark w = {0};
     wv_err_t err = {0};
     double start = time_monotonic();
-    if (coord_watermark_take(l->c, l->repo, &l->o->take, &w, &err) != 0) {
+    struct coord_node_lag *lags = calloc(l->c->count ? l->c->count : 1, sizeof *lags);
+    if (!lags || coord_watermark_take_lags(l->c, l->repo, &l->o->take, &w, lags, &err) != 0) {
+        if (!lags)
+            wv_err_set(&err, WV_EFAIL, "out of memory");
         log_error("coordinator: watermark failed: %s", err.msg);
+        report_watermark(l, NULL, NULL, &err);
+        free(lags);
         return;
     }
+    report_watermark(l, &w, lags, NULL);
+    free(lags);
     char when[40];
     coord_format_time(w.time_ms, when, sizeof when);
     log_info("coordinator: watermark %" PRIu32 " taken at %s in %.2f s", w.number, when,
@@ -114,8 +171,41 @@ static void one_watermark(const struct loop *l)
 static void one_group_backup(const struct loop *l)
 {
     wv_err_t err = {0};
-    if (coord_group_backup(l->c, l->repo, &l->o->backup, &err) != 0)
+    struct coord_status *s = l->o->status;
+    if (s) {
+        pthread_mutex_lock(&s->lock);
+        s->gb_running = true;
+        pthread_mutex_unlock(&s->lock);
+    }
+    int rc = coord_group_backup(l->c, l->repo, &l->o->backup, &err);
+    if (rc)
         log_error("coordinator: %s", err.msg);
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->gb_running = false;
+    s->gb_attempted = true;
+    s->gb_last_ok = rc == 0;
+    if (rc) {
+        s->gb_failed++;
+        snprintf(s->gb_error, sizeof s->gb_error, "%s", err.msg);
+    } else {
+        s->gb_ok++;
+        s->gb_end_ms = wall_ms();
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The main thread's turn while the rounds run: /healthz sees it alive. */
+static void heartbeat(const struct loop *l, bool stopping_now)
+{
+    struct coord_status *s = l->o->status;
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->heartbeat_s = time_monotonic();
+    s->stopping = s->stopping || stopping_now;
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Fixed-rate schedule: the next round is due one period after the previous one was due, not
@@ -177,6 +267,11 @@ int coord_run(const struct coord_cluster *c, const struct repo_config *repo,
     }
     log_info("coordinator: %zu nodes; watermark every %g s, group backup every %g s", c->count,
              o->watermark_every_s, o->backup_every_s);
+    while (!stopping(&l)) {
+        heartbeat(&l, false);
+        time_sleep_ms(200);
+    }
+    heartbeat(&l, true);
     if (w_on)
         pthread_join(wt, NULL);
     if (b_on)

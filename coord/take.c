@@ -18,7 +18,9 @@ struct take_node {
     struct coord_pg_info info;
     uint32_t tli;
     wal_lsn_t lsn;
-    bool nudged, held;
+    bool nudged, held, looked;
+    uint64_t lag_bytes; /* at the first look after the cut */
+    double held_s;      /* seconds after the cut when it was seen held */
 };
 
 struct take {
@@ -27,6 +29,7 @@ struct take {
     const struct coord_take_opts *o;
     struct take_node *nodes;
     wal_lsn_t *lsns;
+    double cut_s; /* monotonic: when the cut was read */
 };
 
 /* The node record binds a node name to one PostgreSQL system: a watermark must not name
@@ -93,10 +96,13 @@ static int take_cut(struct take *t, struct coord_watermark *w, wv_err_t *err)
     if (rc)
         return rc;
     w->time_ms = now_ms(); /* the sequencer was read last: this is the cut's moment */
+    t->cut_s = time_monotonic();
     for (size_t i = 0; i < t->c->count; i++) {
         struct take_node *tn = &t->nodes[i];
         tn->lsn = t->lsns[i];
-        tn->nudged = tn->held = false;
+        tn->nudged = tn->held = tn->looked = false;
+        tn->lag_bytes = 0;
+        tn->held_s = 0;
         w->nodes[i] = (struct coord_wm_node){.role = tn->n->role,
                                              .system_identifier = tn->info.system_identifier,
                                              .timeline = tn->tli,
@@ -106,12 +112,38 @@ static int take_cut(struct take *t, struct coord_watermark *w, wv_err_t *err)
     return 0;
 }
 
+/* At the first look after the cut, how far the archive is behind lsn: one more listing of
+ * the cut's segment's fragments for a streaming node, nothing more for archive_command. */
+static int note_lag(struct take_node *tn, wv_err_t *err)
+{
+    tn->looked = true;
+    if (tn->held)
+        return 0;
+    uint32_t seg = tn->info.seg_size;
+    uint64_t segno = wal_segno_of(tn->lsn, seg);
+    wal_lsn_t archived = wal_segment_start(segno, seg);
+    if (tn->n->archive == COORD_ARCHIVE_STREAM) {
+        struct wal_frag_chain c = {0};
+        int rc = wal_fragments_scan(tn->repo, tn->tli, segno, seg, &c, err);
+        if (rc)
+            return rc;
+        if (c.any)
+            archived += c.end;
+    }
+    tn->lag_bytes = tn->lsn > archived ? tn->lsn - archived : 0;
+    return 0;
+}
+
 /* Held: the archive has the bytes at lsn (the segment holding it whole, or wal-stream's
  * fragments past it), so recovery finds the record where it must stop. */
-static int check_held(struct take_node *tn, char missing[WAL_NAME_MAX], wv_err_t *err)
+static int check_held(struct take_node *tn, double cut_s, char missing[WAL_NAME_MAX], wv_err_t *err)
 {
     int rc = wal_archived_range(tn->repo, tn->tli, tn->lsn, tn->lsn + 1, tn->info.seg_size,
                                 &tn->held, missing, err);
+    if (rc == 0 && !tn->looked)
+        rc = note_lag(tn, err);
+    if (rc == 0 && tn->held)
+        tn->held_s = time_monotonic() - cut_s;
     if (rc == 0 && !tn->held && !tn->nudged) {
         tn->nudged = true;
         rc = coord_pg_nudge(tn->conn, tn->n, tn->lsn, tn->info.seg_size, err);
@@ -142,7 +174,7 @@ static int wait_archives(struct take *t, wv_err_t *err)
         for (size_t i = 0; i < t->c->count; i++) {
             struct take_node *tn = &t->nodes[i];
             char m[WAL_NAME_MAX] = "";
-            int rc = tn->held ? 0 : check_held(tn, m, err);
+            int rc = tn->held ? 0 : check_held(tn, t->cut_s, m, err);
             if (rc)
                 return rc;
             if (!tn->held && !waiting) {
@@ -203,6 +235,13 @@ int coord_watermark_take(const struct coord_cluster *c, const struct repo_config
                          const struct coord_take_opts *o, struct coord_watermark *out,
                          wv_err_t *err)
 {
+    return coord_watermark_take_lags(c, repo, o, out, NULL, err);
+}
+
+int coord_watermark_take_lags(const struct coord_cluster *c, const struct repo_config *repo,
+                              const struct coord_take_opts *o, struct coord_watermark *out,
+                              struct coord_node_lag *lags, wv_err_t *err)
+{
     struct take t = {.c = c, .repo = repo, .o = o};
     memset(out, 0, sizeof *out);
     int rc = setup(&t, out, err);
@@ -215,6 +254,9 @@ int coord_watermark_take(const struct coord_cluster *c, const struct repo_config
         if (i + 1 < attempts)
             rc = 0;
     }
+    for (size_t i = 0; rc == 0 && lags && i < c->count; i++)
+        lags[i] = (struct coord_node_lag){
+            .lsn = t.nodes[i].lsn, .lag_bytes = t.nodes[i].lag_bytes, .wait_s = t.nodes[i].held_s};
     teardown(&t);
     if (rc)
         coord_watermark_free(out);

@@ -7,7 +7,7 @@
 //     option as an argument; WALVAULT_KEY_FILE and AWS_SHARED_CREDENTIALS_FILE name files
 //     on a Secret volume the container mounts; a walvault config file comes from a
 //     ConfigMap or a Secret;
-//   - the walvault agent sidecar: liveness on /healthz and readiness on /readyz at its
+//   - the walvault agent sidecar and the coordinator: liveness on /healthz, readiness on /readyz at its
 //     --listen port, the pod annotated for Prometheus with that port and /metrics;
 //   - a restore init container runs walvault restore into the PostgreSQL data volume;
 //   - pg_hba.conf allows replication from the pod only (local, 127.0.0.1, ::1) or rejects it;
@@ -83,11 +83,12 @@ function checkContainer(where, c, volumes, podAnnotations) {
     }
   }
 
-  // The walvault agent: probes on its listen port, scrape annotations.
+  // The walvault agent and coordinator: probes on the listen port, scrape annotations.
   const words = argv.filter((a) => !/^(.*\/)?walvault$/.test(a));
-  if (words.includes("agent") && (c.image || "").startsWith("walvault:")) {
+  const daemon = ["agent", "coordinator"].find((w) => words.includes(w));
+  if (daemon && (c.image || "").startsWith("walvault:")) {
     const i = words.indexOf("--listen");
-    const listen = i >= 0 ? words[i + 1] : "127.0.0.1:9187";
+    const listen = i >= 0 ? words[i + 1] : daemon === "agent" ? "127.0.0.1:9187" : "127.0.0.1:9188";
     const port = Number(listen.split(":").pop());
     check(!/^127\.|^localhost:/.test(listen), where, `--listen ${listen} is reachable by the kubelet's probes`);
     const portOf = (p) => (typeof p === "number" ? p : ((c.ports || []).find((x) => x.name === p) || {}).containerPort);

@@ -85,7 +85,7 @@ load &
 load_pid=$!
 mapfile -t common < <(wv__repo_args)
 wv_bg coordinator "$WALVAULT_BIN" "${common[@]}" --config "$CONF" coordinator \
-  --watermark-every 1s --backup-every 1h
+  --watermark-every 1s --backup-every 1h --listen "127.0.0.1:$(wv_free_port)"
 coord_pid=$WV_LAST_PID
 sleep 7
 touch "$WV_TMP/stop-load"

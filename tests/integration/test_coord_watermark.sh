@@ -3,7 +3,9 @@
 # and neither do the points they hold. A node that is down, a node whose archive does not
 # keep up, a node whose connection string reaches another cluster: a clear error naming it,
 # and no watermark written. plan by number and by time, restore --watermark's argument
-# checks, list, expire --retain-watermarks, and config mistakes (exit status 2).
+# checks, list, expire --retain-watermarks, and config mistakes (exit status 2). The
+# coordinator on a schedule: /healthz, /readyz after a watermark, /metrics as Prometheus
+# text with the watermark metrics, and exit 0 on SIGTERM.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 wv_drop_root "$@"
@@ -165,3 +167,70 @@ WV_NODE=seq wv expire --retain-watermarks 3 >/dev/null
 wv_assert_eq 3 "$(count_watermarks)" "watermarks after expire --retain-watermarks 3"
 n=$(wv watermark --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["number"])')
 wv_assert_eq $((last + 1)) "$n" "the number after expire (never goes back)"
+
+wv_step "coordinator on a schedule: /healthz, /readyz, /metrics, then SIGTERM"
+PY=/usr/bin/python3 # Debian's, with python3-prometheus-client
+"$PY" -c 'import prometheus_client' 2>/dev/null ||
+  wv_fail "python3-prometheus-client is missing: run scripts/install-deps.sh"
+PORT=$(wv_free_port)
+first=$((n + 1))
+mapfile -t common < <(wv__repo_args)
+wv_bg coordinator "$WALVAULT_BIN" "${common[@]}" --config "$CONF" coordinator \
+  --listen "127.0.0.1:$PORT" --watermark-every 2s --backup-every 0
+COORD_PID=$WV_LAST_PID
+http() { # PATH: print the HTTP status (000: no answer); the body goes to $WV_TMP/http.out
+  curl -s -o "$WV_TMP/http.out" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$PORT$1" || true
+}
+wait_http() { # PATH STATUS SECONDS
+  local deadline=$((SECONDS + $3)) got
+  while got=$(http "$1") && [[ $got != "$2" ]]; do
+    wv__gone "$COORD_PID" && wv_fail "the coordinator exited while waiting for $1 to answer $2"
+    ((SECONDS < deadline)) ||
+      wv_fail "$1 answered $got, not $2, within $3 s: $(cat "$WV_TMP/http.out" 2>/dev/null)"
+    sleep 0.2
+  done
+}
+wait_http /healthz 200 15
+wv_assert_eq ok "$(cat "$WV_TMP/http.out")" "/healthz body"
+wait_http /readyz 200 30
+wv_assert_contains "$(cat "$WV_TMP/http.out")" "ready: watermark"
+wv_assert_eq 404 "$(http /nosuch)" "status of an unknown path"
+sleep 2.5 # one more round, so the counters move
+curl -sf "http://127.0.0.1:$PORT/metrics" >"$WV_TMP/metrics.txt" || wv_fail "/metrics failed"
+"$PY" - "$WV_TMP/metrics.txt" "$first" <<'PY' || wv_fail "/metrics: see above"
+import sys, time
+from prometheus_client.parser import text_string_to_metric_families
+text, first = open(sys.argv[1]).read(), int(sys.argv[2])
+samples = {}
+for f in text_string_to_metric_families(text):
+    assert f.type in ("gauge", "counter"), f"{f.name}: no TYPE line ({f.type})"
+    assert f.documentation, f"{f.name}: no HELP line"
+    for s in f.samples:
+        samples.setdefault(s.name, []).append(s)
+want = """walvault_coordinator_last_watermark walvault_coordinator_last_watermark_timestamp_seconds
+  walvault_coordinator_watermark_age_seconds walvault_coordinator_watermarks_total
+  walvault_coordinator_group_backups_total walvault_coordinator_node_archive_lag_bytes
+  walvault_coordinator_node_archive_wait_seconds walvault_coordinator_node_watermark_lsn""".split()
+missing = [m for m in want if m not in samples]
+assert not missing, f"missing metrics: {missing}"
+value = lambda name: samples[name][0].value
+by_result = lambda name: {s.labels["result"]: s.value for s in samples[name]}
+assert value("walvault_coordinator_last_watermark") >= first + 1, value("walvault_coordinator_last_watermark")
+assert abs(value("walvault_coordinator_last_watermark_timestamp_seconds") - time.time()) < 60
+assert 0 <= value("walvault_coordinator_watermark_age_seconds") < 6, value("walvault_coordinator_watermark_age_seconds")
+wm = by_result("walvault_coordinator_watermarks_total")
+assert wm["success"] >= 2 and wm["failure"] == 0, wm
+assert by_result("walvault_coordinator_group_backups_total") == {"success": 0, "failure": 0}
+for name in ("walvault_coordinator_node_archive_lag_bytes", "walvault_coordinator_node_watermark_lsn"):
+    nodes = {(s.labels["node"], s.labels["role"]): s.value for s in samples[name]}
+    assert set(nodes) == {("seq", "sequencer"), ("med", "mediator"), ("p1", "participant")}, nodes
+    assert all(v >= 0 for v in nodes.values()), nodes
+assert all(s.value > 0 for s in samples["walvault_coordinator_node_watermark_lsn"])
+print(f"{len(samples)} series; watermark {value('walvault_coordinator_last_watermark'):.0f}, "
+      f"{wm['success']:.0f} taken by this coordinator")
+PY
+kill -TERM "$COORD_PID"
+status=0
+wait "$COORD_PID" || status=$?
+wv_assert_eq 0 "$status" "exit status of the coordinator after SIGTERM"
+wv_assert_contains "$(cat "$WV_TMP/coordinator.log")" "serving /healthz, /readyz and /metrics on http://127.0.0.1:$PORT"
