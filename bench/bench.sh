@@ -14,6 +14,11 @@
 #   WV_BENCH_INCR_RUNS  repetitions of full + load + incremental, per tool (default 4)
 #   WV_BENCH_CHAIN_RESTORE_RUNS  restores each of the 10th incremental and of the full
 #                     taken at the same point (default 4)
+#   WV_BENCH_S3XFER   bench/s3xfer built against this walvault's libraries (by run.sh); the
+#                     S3 part is skipped, with the reason in the report, when it is unset
+#   WV_BENCH_S3_SKIP  a reason to skip the S3 part (set by run.sh when s3xfer did not build)
+#   WV_BENCH_S3_RUNS  rounds of 1 GiB put and get per tool, and S3/file backups and
+#                     restores each (default 3)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -662,6 +667,323 @@ measure_overhead() {
   done
 }
 
+# ---------------------------------------------------------------------------------------
+# S3: walvault's s3:// backend against Debian's awscli, and a backup and restore to s3://
+# against the same to file://
+#
+# One s3rver (tests/s3, started by lib.sh's wv_s3_start, which also starts the SigV4-checking
+# proxy tests/s3/proxy.js). Every S3 request here goes DIRECTLY to s3rver, not through the
+# proxy: the proxy checks each request's signature and payload hash, stages every PUT in a
+# bucket of its own and renames it into place, which costs throughput that is the proxy's,
+# not the client's. Talking to s3rver itself takes its built-in account (key and secret
+# "S3RVER"); s3rver checks that key but, unlike S3, neither If-None-Match nor much else, and
+# walvault finds that out by itself (its If-None-Match probe) and uses its claim protocol.
+#
+# (1) 1 GiB of random bytes (incompressible; a file in the page cache) put and got back,
+#     s3_runs rounds, the first tool alternating: walvault's backend through bench/s3xfer
+#     (storage_put_begin/_write/_commit, a multipart upload with parts in parallel; and
+#     storage_get_stream to standard output, /dev/null) against `aws s3 cp FILE s3://...`
+#     and `aws s3 cp s3://... -` (/dev/null), both with their default settings. Each put goes
+#     to a key of its own, compared byte for byte with the source in s3rver's directory
+#     afterwards (untimed) and deleted; both tools get the same object, put once (untimed) by
+#     awscli, and the bytes walvault gets are compared with the source once (untimed).
+# (2) Two fresh repositories with the same key: s3://BUCKET/bench-repo on s3rver and a file://
+#     directory beside the benchmark's own. archive_command pushes every segment to both
+#     (walvault both times; before each timed backup the order is switched so that the
+#     repository being backed up to gets the segment first). s3_runs full backups
+#     (`--source local --jobs 2`) to each, alternating, then s3_runs restores of each one's
+#     newest backup, alternating. Untimed afterwards: the newest backup on s3:// is restored
+#     again, started (its restore_command fetches WAL from s3rver) and its rows counted.
+#
+# The S3 part runs last: wv_s3_start exports S3 settings, and archive_command is changed.
+
+s3_runs=${WV_BENCH_S3_RUNS:-3}
+s3_check=$WV_BENCH_OUT/s3-check.txt
+xfer_bytes=$((1024 * 1024 * 1024))
+
+s3_skip() { # REASON
+  wv_step "S3 part skipped: $1"
+  echo "skipped: $1" >"$s3_check"
+}
+
+s3_objects_bytes() { # DIR...: bytes of the objects s3rver keeps under DIR (metadata left out)
+  local d total=0 n
+  for d in "$@"; do
+    [[ -d $d ]] || continue
+    n=$(find "$d" -type f -name '*._S3rver_object' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+    total=$((total + n))
+  done
+  echo "$total"
+}
+
+files_bytes() { # DIR...: bytes of the regular files under DIR
+  local d total=0 n
+  for d in "$@"; do
+    [[ -d $d ]] || continue
+    n=$(find "$d" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+    total=$((total + n))
+  done
+  echo "$total"
+}
+
+s3_unavailable() { # print why the S3 part cannot run, or nothing
+  local why=""
+  if [[ -n ${WV_BENCH_S3_SKIP:-} ]]; then
+    why=$WV_BENCH_S3_SKIP
+  elif [[ -z ${WV_BENCH_S3XFER:-} || ! -x ${WV_BENCH_S3XFER:-} ]]; then
+    why="bench/s3xfer was not built (WV_BENCH_S3XFER unset)"
+  elif ! command -v node >/dev/null; then
+    why="node not found (scripts/install-deps.sh)"
+  elif [[ ! -f $WV_S3_DIR/node_modules/s3rver/bin/s3rver.js ]]; then
+    why="s3rver is not installed under $WV_S3_DIR/node_modules (scripts/install-deps.sh)"
+  elif [[ ! -x /usr/bin/aws ]]; then
+    why="Debian's awscli (/usr/bin/aws) is missing (scripts/install-deps.sh)"
+  fi
+  echo "$why"
+}
+
+s3_setup() {
+  echo "not completed" >"$s3_check"
+  wv_s3_start
+  # s3rver's own account, for talking to it without the proxy (see above); awscli is
+  # configured by the environment alone (wv_s3_start points its config files at /dev/null).
+  export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_PAGER=""
+  s3_url=$WV_S3_S3RVER
+  # The same for walvault's own commands, which PostgreSQL also runs (archive_command,
+  # restore_command) without these variables: a config file, and flags.
+  s3_conf=$WV_TMP/s3rver-direct.conf
+  (
+    umask 077
+    printf '%s\n' "s3-access-key-id = S3RVER" "s3-secret-access-key = S3RVER" >"$s3_conf"
+  )
+  s3_args=(--config "$s3_conf" --s3-endpoint "$s3_url" --s3-region "$WV_S3_REGION" --s3-uri-style path)
+  python3 - "$WV_BENCH_OUT/s3-meta.json" <<PY
+import json, sys
+meta = {
+    "awscli_version": """$(/usr/bin/aws --version 2>&1 | head -n 1)""",
+    "s3rver_version": json.load(open("$WV_S3_DIR/node_modules/s3rver/package.json"))["version"],
+    "node_version": "$(node --version)",
+    "endpoint": "s3rver directly (not through tests/s3/proxy.js)",
+    "object_bytes": $xfer_bytes,
+    "runs": $s3_runs,
+    "loadavg_start": open("/proc/loadavg").read().split()[:3],
+}
+json.dump(meta, open(sys.argv[1], "w"), indent=1)
+PY
+}
+
+s3xfer() { # ARGS...: bench/s3xfer against s3rver directly
+  "$WV_BENCH_S3XFER" --endpoint "$s3_url" --region "$WV_S3_REGION" --uri-style path "$@"
+}
+
+aws_s3() { # ARGS...: Debian's awscli against s3rver directly
+  /usr/bin/aws --endpoint-url "$s3_url" "$@"
+}
+
+s3_object_file() { # KEY (under the bucket): s3rver's file with the object's bytes
+  echo "$WV_S3_DATA/$WV_S3_BUCKET/$1._S3rver_object"
+}
+
+# put_check TOOL KEY: after a timed put, compare what s3rver stored with the source, then
+# delete the object (the next put gets a key of its own).
+put_check() {
+  local tool=$1 key=$2 ok=no
+  cmp -s "$(s3_object_file "$key")" "$xfer_src" && ok=yes
+  record "bytes_processed=$xfer_bytes" "content_ok=$ok"
+  [[ $ok == yes ]] || s3_problems+=("$tool's put of $key: s3rver's copy differs from the source")
+  aws_s3 s3 rm --only-show-errors "s3://$WV_S3_BUCKET/$key" || true
+}
+
+s3_put_walvault() { # RUN
+  local key=bench-xfer/put-s3xfer-$1
+  timed s3-put s3xfer "$1" "$WV_BENCH_S3XFER" --endpoint "$s3_url" --region "$WV_S3_REGION" \
+    --uri-style path put "s3://$WV_S3_BUCKET/bench-xfer" "put-s3xfer-$1" "$xfer_src" &&
+    put_check walvault "$key"
+}
+
+s3_put_awscli() { # RUN
+  local key=bench-xfer/put-awscli-$1
+  timed s3-put awscli "$1" /usr/bin/aws --endpoint-url "$s3_url" s3 cp --only-show-errors \
+    "$xfer_src" "s3://$WV_S3_BUCKET/$key" && put_check awscli "$key"
+}
+
+s3_get_walvault() { # RUN
+  timed_stdout=/dev/null timed s3-get s3xfer "$1" "$WV_BENCH_S3XFER" --endpoint "$s3_url" \
+    --region "$WV_S3_REGION" --uri-style path get "s3://$WV_S3_BUCKET/bench-xfer" get-source &&
+    record "bytes_processed=$xfer_bytes"
+}
+
+s3_get_awscli() { # RUN
+  timed_stdout=/dev/null timed s3-get awscli "$1" /usr/bin/aws --endpoint-url "$s3_url" s3 cp \
+    --only-show-errors "s3://$WV_S3_BUCKET/bench-xfer/get-source" - &&
+    record "bytes_processed=$xfer_bytes"
+}
+
+run_s3_transfers() {
+  local r
+  xfer_src=$WV_TMP/s3-1gib.bin
+  wv_step "S3: 1 GiB of random bytes; untimed put of the object both tools get"
+  head -c "$xfer_bytes" /dev/urandom >"$xfer_src"
+  aws_s3 s3 cp --only-show-errors "$xfer_src" "s3://$WV_S3_BUCKET/bench-xfer/get-source" ||
+    wv_fail "untimed awscli put of the get source failed"
+  cmp -s "$(s3_object_file bench-xfer/get-source)" "$xfer_src" ||
+    s3_problems+=("awscli's untimed put of the get source: s3rver's copy differs")
+  for ((r = 1; r <= s3_runs; r++)); do
+    if ((r % 2)); then
+      s3_put_walvault "$r"
+      s3_put_awscli "$r"
+      s3_get_walvault "$r"
+      s3_get_awscli "$r"
+    else
+      s3_put_awscli "$r"
+      s3_put_walvault "$r"
+      s3_get_awscli "$r"
+      s3_get_walvault "$r"
+    fi
+  done
+  wv_step "S3: untimed check of what walvault's backend gets"
+  if s3xfer get "s3://$WV_S3_BUCKET/bench-xfer" get-source 2>"$WV_TMP/s3xfer-check.err" |
+    cmp -s - "$xfer_src"; then
+    s3_good+=("walvault's backend got the 1 GiB object back byte for byte")
+  else
+    s3_problems+=("walvault's backend did not get the 1 GiB object back intact: $(tail -n 2 "$WV_TMP/s3xfer-check.err")")
+  fi
+  rm -f "$xfer_src"
+  aws_s3 s3 rm --only-show-errors --recursive "s3://$WV_S3_BUCKET/bench-xfer/" || true
+}
+
+s3cmp_argv() { # s3|file: walvault's words for one of the two repositories, in wv_argv
+  if [[ $1 == s3 ]]; then
+    wv_argv=("$WALVAULT_BIN" --repo "$s3_repo" --key-file "$WV_KEY" --node default "${s3_args[@]}")
+  else
+    wv_argv=("$WALVAULT_BIN" --repo "$cmp_repo" --key-file "$WV_KEY" --node default)
+  fi
+}
+
+s3cmp_stored() { # s3|file: bytes of the repository's packs and manifests
+  if [[ $1 == s3 ]]; then
+    s3_objects_bytes "$WV_S3_DATA/$WV_S3_BUCKET/bench-repo/nodes/default/packs" \
+      "$WV_S3_DATA/$WV_S3_BUCKET/bench-repo/nodes/default/backups"
+  else
+    files_bytes "$cmp_dir/nodes/default/packs" "$cmp_dir/nodes/default/backups"
+  fi
+}
+
+s3cmp_archive_first() { # s3|file
+  local cmd
+  if [[ $1 == s3 ]]; then cmd="$s3_push_cmd && $file_push_cmd"; else cmd="$file_push_cmd && $s3_push_cmd"; fi
+  wv_psql src "ALTER SYSTEM SET archive_command = '$cmd'" >/dev/null
+  wv_psql src "SELECT pg_reload_conf()" >/dev/null
+  sleep 0.3
+}
+
+s3cmp_backup() { # s3|file RUN
+  local kind=$1 run=$2 before after db
+  s3cmp_archive_first "$kind"
+  before=$(s3cmp_stored "$kind")
+  db=$(db_bytes_now)
+  s3cmp_argv "$kind"
+  timed s3cmp-backup "walvault-$kind" "$run" "${wv_argv[@]}" --pg "$(wv_pg_conninfo src)" \
+    --jobs 2 backup --full --source local --pgdata "$pgdata" || return 0
+  after=$(s3cmp_stored "$kind")
+  record "bytes_processed=$db" "db_bytes=$db" "bytes_stored=$((after - before))" \
+    "backup_id=$(tail -n 1 "$last_rec.out")"
+}
+
+s3cmp_restore() { # s3|file RUN
+  local kind=$1 run=$2 dir=$WV_TMP/restore-s3cmp
+  s3cmp_argv "$kind"
+  timed s3cmp-restore "walvault-$kind" "$run" "${wv_argv[@]}" --jobs 2 restore --to "$dir" &&
+    record "bytes_processed=$(db_bytes_now)"
+  rm -rf "$dir"
+}
+
+run_s3_backups() {
+  local r rows dir=$WV_TMP/restore-check-s3 expected=$((WV_BENCH_SCALE * 100000))
+  s3_repo=s3://$WV_S3_BUCKET/bench-repo
+  cmp_dir=$WV_TMP/repo-s3cmp
+  cmp_repo=file://$cmp_dir
+  wv_step "S3: init $s3_repo and $cmp_repo"
+  s3cmp_argv s3
+  "${wv_argv[@]}" init >/dev/null || wv_fail "walvault init $s3_repo failed"
+  s3cmp_argv file
+  "${wv_argv[@]}" init >/dev/null || wv_fail "walvault init $cmp_repo failed"
+  s3_push_cmd="$WALVAULT_BIN --repo $s3_repo --key-file $WV_KEY --node default ${s3_args[*]} wal-push %p"
+  file_push_cmd="$WALVAULT_BIN --repo $cmp_repo --key-file $WV_KEY --node default wal-push %p"
+  s3cmp_archive_first s3
+  switch_and_wait
+  for ((r = 1; r <= s3_runs; r++)); do
+    if ((r % 2)); then
+      s3cmp_backup s3 "$r"
+      s3cmp_backup file "$r"
+    else
+      s3cmp_backup file "$r"
+      s3cmp_backup s3 "$r"
+    fi
+  done
+  for ((r = 1; r <= s3_runs; r++)); do
+    if ((r % 2)); then
+      s3cmp_restore s3 "$r"
+      s3cmp_restore file "$r"
+    else
+      s3cmp_restore file "$r"
+      s3cmp_restore s3 "$r"
+    fi
+  done
+
+  wv_step "S3: check: restore the newest backup on s3://, recover (WAL from s3rver), count rows"
+  s3cmp_argv s3
+  if ! "${wv_argv[@]}" --jobs 2 restore --to "$dir" >/dev/null 2>"$WV_TMP/s3-restore-check.err"; then
+    s3_problems+=("untimed restore from $s3_repo failed: $(tail -n 3 "$WV_TMP/s3-restore-check.err")")
+    return 0
+  fi
+  wv_pg_start_restored "$dir" checks3 "archive_mode = off"
+  rows=$(wv_psql checks3 "SELECT count(*) FROM pgbench_accounts")
+  if [[ $rows == "$expected" ]]; then
+    s3_good+=("the newest backup on s3:// restored, recovered with WAL fetched from s3rver, and holds all $rows rows of pgbench_accounts")
+  else
+    s3_problems+=("the copy restored from s3:// holds $rows rows of pgbench_accounts, expected $expected")
+  fi
+  wv_pg_stop checks3
+  rm -rf "$dir"
+}
+
+run_s3() {
+  local why
+  s3_problems=()
+  s3_good=()
+  why=$(s3_unavailable)
+  if [[ -n $why ]]; then
+    s3_skip "$why"
+    return 0
+  fi
+  s3_setup
+  run_s3_transfers
+  run_s3_backups
+  local text pending claims
+  # Leftovers a client should not leave in a store: multipart uploads neither completed nor
+  # aborted (their parts cost storage on S3), and walvault's put-if-absent claims.
+  pending=$(wv_s3_pending_uploads)
+  claims=$(find "$WV_S3_DATA/$WV_S3_BUCKET/bench-repo/.walvault" -name 'claim.*._S3rver_object' 2>/dev/null | wc -l || true)
+  if ((pending > 0)); then
+    s3_problems+=("$pending multipart upload(s) left in s3rver, neither completed nor aborted")
+  fi
+  if ((claims > 0)); then
+    s3_problems+=("$claims put-if-absent claim object(s) left under bench-repo/.walvault/")
+  fi
+  if ((pending == 0 && claims == 0)); then
+    s3_good+=("no multipart upload and no claim object left behind in s3rver")
+  fi
+  if ((${#s3_problems[@]})); then
+    text="PROBLEM: $(printf '%s; ' "${s3_problems[@]}")"
+  else
+    text="ok: every put stored the source byte for byte; $(printf '%s; ' "${s3_good[@]}")"
+  fi
+  echo "${text%; }" >"$s3_check"
+  python3 "$measure" set "$WV_BENCH_OUT/s3-meta.json" \
+    "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 setup_database
 write_meta
 measure_overhead
@@ -672,4 +994,5 @@ run_wal_pushes
 check_walvault_restore
 run_incrementals
 run_chain
+run_s3
 wv_step "done"

@@ -121,6 +121,13 @@ def command_run(args):
     concurrent_peak = 0
     samples = 0
     timed_out = False
+    # The machine is shared: the 1-minute load average as the run starts tells whether
+    # something else was running (a figure well above the run's own threads).
+    try:
+        with open("/proc/loadavg") as f:
+            loadavg = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        loadavg = None
     start = time.monotonic()
     # A session of its own, so that a timeout can stop the whole tree.
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
@@ -189,6 +196,7 @@ def command_run(args):
         "processes_seen": len(peaks),
         "samples": samples,
         "started_unix": round(time.time() - wall, 3),
+        "loadavg1_start": loadavg,
     }
     # Kept for successful runs too: a warning on stderr is worth seeing next to the figures.
     if args.stderr:

@@ -38,6 +38,10 @@ TOOL_NAMES = {
     "pg_basebackup_fetch": "pg_basebackup -X fetch",
     "tar": "tar (read)",
     "dd": "dd (write)",
+    "s3xfer": "walvault's S3 backend (bench/s3xfer)",
+    "awscli": "awscli (`aws s3 cp`)",
+    "walvault-s3": "walvault to s3://",
+    "walvault-file": "walvault to file://",
 }
 
 SECTIONS = [
@@ -86,7 +90,7 @@ def load(directory):
         record["seq"] = int(os.path.basename(path).split("-", 1)[0])
         runs.append(record)
     checks = {}
-    for name in ("restore-check", "chain-check"):
+    for name in ("restore-check", "chain-check", "s3-check"):
         path = os.path.join(directory, name + ".txt")
         checks[name] = "not run (the benchmark stopped before it)"
         if os.path.exists(path):
@@ -97,6 +101,11 @@ def load(directory):
         with open(path) as f:
             record = json.load(f)
         ideal[int(record["run"])] = record
+    meta["s3"] = {}
+    path = os.path.join(directory, "s3-meta.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            meta["s3"] = json.load(f)
     return meta, runs, checks, ideal
 
 
@@ -216,12 +225,125 @@ def targets(runs):
         worst = max(wv, key=lambda r: r["rss_peak_kib"])
         mib = worst["rss_peak_kib"] / 1024
         out.append(("peak RSS of all walvault processes <= 48 MiB with 2 jobs (largest of every "
-                    "walvault run)", f"{mib:.1f} MiB ({worst['op']}, run {worst['run']})",
+                    "walvault run against file://; the S3 runs are in the S3 section)",
+                    f"{mib:.1f} MiB ({worst['op']}, run {worst['run']})",
                     "**met**" if mib <= 48 else "**not met**"))
     else:
         out.append(("peak RSS of all walvault processes <= 48 MiB with 2 jobs",
                     "not measured", "not measured"))
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# S3
+
+S3_XFER_COLUMNS = {
+    op: [("walvault's S3 backend (bench/s3xfer)", op, "s3xfer"), ("awscli", op, "awscli")]
+    for op in ("s3-put", "s3-get")
+}
+
+
+def s3_targets(runs):
+    out = []
+    mb_s = dict((k, g) for k, _, g in METRICS)["mb_s"]
+    for op, what in (("s3-put", "put"), ("s3-get", "get")):
+        text = (f"{what} of 1 GiB through walvault's S3 backend: transfer rate >= awscli's "
+                "(`aws s3 cp`, same s3rver, both directly)")
+        wv = group(runs, op, "s3xfer").summary(mb_s)
+        aws = group(runs, op, "awscli").summary(mb_s)
+        if wv is None or aws is None or not aws[0]:
+            out.append((text, "not measured", "not measured"))
+            continue
+        r = wv[0] / aws[0]
+        out.append((text, f"{r:.2f}x ({fmt(wv[0], 'mb_s')} MB/s / {fmt(aws[0], 'mb_s')} MB/s)",
+                    "**met**" if r >= 1 else "**not met**"))
+    s3 = median_of(runs, "s3cmp-backup", "walvault-s3")
+    fl = median_of(runs, "s3cmp-backup", "walvault-file")
+    text = ("full backup to s3:// (s3rver, directly) wall time <= 1.3x the same to a local "
+            "directory (file://)")
+    if s3 is None or not fl:
+        out.append((text, "not measured", "not measured"))
+    else:
+        out.append((text, f"{s3 / fl:.3f}x ({fmt(s3, 'wall_s')} s / {fmt(fl, 'wall_s')} s)",
+                    "**met**" if s3 / fl <= 1.3 else "**not met**"))
+    return out
+
+
+def s3_section(runs, meta, checks):
+    s3 = meta.get("s3") or {}
+    n = s3.get("runs", 0)
+    L = ["## S3 (s3rver)", ""]
+    if not s3:
+        L += [f"Not run: {checks['s3-check']}.", ""]
+        return L
+    L += [f"One s3rver {s3.get('s3rver_version', '?')} (node {s3.get('node_version', '?')}; "
+          "tests/s3, started by tests/integration/lib.sh's `wv_s3_start`) on this machine, "
+          "its objects in files on the same disk. **Every request here goes directly to "
+          "s3rver, not through tests/s3/proxy.js**: the proxy checks each request's SigV4 "
+          "signature and payload hash and stages every PUT in a bucket of its own before "
+          "renaming it into place, which costs throughput that belongs to the proxy, not to "
+          "the client. Direct access uses s3rver's own account (key and secret `S3RVER`). "
+          "s3rver is one Node.js process: on this machine it is the bottleneck of every "
+          "transfer (its CPU is not in the figures, which are the client's), so these rates "
+          "say how the clients compare against one slow store, not what either reaches "
+          "against S3. The CPU figures are what each client spends for the same bytes.", ""]
+    L += ["### 1 GiB put and get: walvault's S3 backend against awscli", "",
+          f"1 GiB of random bytes (incompressible; a file in the page cache), {n} rounds, the "
+          "first tool alternating. walvault: `bench/s3xfer`, a small C program linked with "
+          "walvault's own `libwv_storage.a` and `libwv_common.a` that calls the storage API "
+          "and nothing else (no compression, no encryption): `storage_put_begin` / "
+          "`storage_put_write` (1 MiB at a time) / `storage_put_commit` (the streaming writer "
+          "a backup's packs go through: a multipart upload of 8 MiB parts, 4 in flight), and "
+          "`storage_get_stream` (one GET) to standard output, `/dev/null`. awscli: Debian's "
+          f"`{s3.get('awscli_version', 'aws')}`, configured by environment variables only, "
+          "`aws --endpoint-url URL s3 cp --only-show-errors FILE s3://...` and `aws ... s3 cp "
+          "s3://... -` to `/dev/null`, with its default settings (8 MiB parts, 10 requests in "
+          "flight, ranged GETs in parallel); its wall time includes starting Python. Each put "
+          "goes to a key of its own, is compared byte for byte with the source in s3rver's "
+          "directory afterwards (untimed; see the S3 check above) and deleted; both tools get "
+          "the same object, put once beforehand by awscli.", ""]
+    for title, op in (("Put (upload)", "s3-put"), ("Get (download)", "s3-get")):
+        L += [f"{title}:", ""]
+        L += compare_table(runs, S3_XFER_COLUMNS[op])
+        L += [""]
+    L += ["### Full backup and restore: s3:// against file://", "",
+          "Two fresh repositories with the same key, filled in the same run from the same "
+          "cluster (the benchmark's database as it is after everything above): "
+          "`s3://BUCKET/bench-repo` on s3rver and a new directory on the local disk. "
+          "`archive_command` pushes every segment to both (`walvault wal-push` twice), the "
+          "repository being backed up to first. walvault `backup --full --source local "
+          f"--jobs 2` to each ({n} each, alternating), then `restore --to DIR --jobs 2` of "
+          f"each one's newest backup ({n} each, alternating, into a new directory deleted "
+          "afterwards). Bytes stored: the objects (s3rver's metadata files left out) or files "
+          "the backup added under `packs/` and `backups/`.", ""]
+    L += ["Full backup:", ""]
+    L += compare_table(runs, [("walvault to s3://", "s3cmp-backup", "walvault-s3"),
+                              ("walvault to file://", "s3cmp-backup", "walvault-file")])
+    stored = summarize([r.get("bytes_stored") for r in runs if r["ok"] and
+                        r["op"] == "s3cmp-backup" and r["tool"] == "walvault-s3"])
+    put_rate = group(runs, "s3-put", "s3xfer").summary(dict((k, g) for k, _, g in METRICS)["mb_s"])
+    file_wall = median_of(runs, "s3cmp-backup", "walvault-file")
+    if stored and put_rate and file_wall:
+        floor = stored[0] / MB / put_rate[0]
+        L += ["", f"An estimate of what s3rver alone needs for this backup: the bytes it stored "
+              f"(median {stored[0] / MIB:.1f} MiB) at the rate walvault's backend put 1 GiB "
+              f"into it above (median {fmt(put_rate[0], 'mb_s')} MB/s) take {floor:.2f} s, "
+              f"{floor / file_wall:.2f}x the file:// backup's median wall time "
+              f"({fmt(file_wall, 'wall_s')} s), before any PostgreSQL or WAL work (the target "
+              "is 1.3x)."]
+    L += ["", "Restore:", ""]
+    L += compare_table(runs, [("walvault from s3://", "s3cmp-restore", "walvault-s3"),
+                              ("walvault from file://", "s3cmp-restore", "walvault-file")])
+    L += [""]
+    s3_runs = [r for r in runs if r["op"] in ("s3-put", "s3-get", "s3cmp-backup",
+                                               "s3cmp-restore")]
+    loads = [r["loadavg1_start"] for r in s3_runs if r.get("loadavg1_start") is not None]
+    if loads:
+        L += [f"1-minute load average as each of these {len(loads)} runs started: median "
+              f"{statistics.median(loads):.2f} ({min(loads):.2f}–{max(loads):.2f}); at the start "
+              f"and end of the S3 part: {' '.join(s3.get('loadavg_start', []))} / "
+              f"{s3.get('loadavg_end', '?')} (1, 5, 15 min).", ""]
+    return L
 
 
 # ---------------------------------------------------------------------------------------
@@ -502,13 +624,20 @@ def markdown(meta, runs, checks, ideal, args):
               "`/bin/true` the same way; included in every wall time) |"]
     L += [f"| walvault restore check | {checks['restore-check']} |"]
     L += [f"| walvault check of the 10th incremental | {checks['chain-check']} |"]
+    L += [f"| S3 check | {checks['s3-check']} |"]
+    if args.load_start or args.load_end:
+        L += [f"| load average (1, 5, 15 min) at the start / end of the run | "
+              f"{args.load_start or '?'} / {args.load_end or '?'} (other work on the machine "
+              "shows here; each run's 1-minute figure is in results.json as "
+              "`loadavg1_start`) |"]
     if args.bench_status:
         L += [f"| **incomplete** | bench.sh exited with status {args.bench_status}; "
               "only the runs below were measured |"]
     L += [""]
 
     L += ["## Targets", "", "| target | measured (medians) | verdict |", "|---|---|---|"]
-    for text, measured, verdict in targets(runs) + incremental_targets(runs, ideal):
+    for text, measured, verdict in (targets(runs) + incremental_targets(runs, ideal)
+                                    + s3_targets(runs)):
         L += [f"| {text} | {measured} | {verdict} |"]
     L += [""]
 
@@ -518,6 +647,7 @@ def markdown(meta, runs, checks, ideal, args):
         L += [""]
 
     L += incremental_sections(runs, ideal, meta)
+    L += s3_section(runs, meta, checks)
 
     L += ["## Raw limits of this machine", "",
           "The same database, read and written by the simplest tools: what a backup or a "
@@ -650,6 +780,12 @@ def markdown(meta, runs, checks, ideal, args):
         "- Manifest size: `stat` of the sealed object `nodes/default/backups/<id>` right after "
         "the backup; the database size beside it is the data directory without pg_wal, "
         "measured at the same moment (`du -sb`).",
+        "- S3 comes last (its method is in its own section): `wv_s3_start` starts s3rver and "
+        "the proxy, and `archive_command` is switched to the two new repositories. The S3 "
+        "check: every timed put compared byte for byte with the source in s3rver's directory; "
+        "the object walvault's backend gets compared with the source once, untimed; and the "
+        "newest backup on s3:// restored once more (untimed), started with `archive_mode = "
+        "off` (its `restore_command` fetches WAL from s3rver) and `pgbench_accounts` counted.",
     ]
     L += [""]
     return "\n".join(L)
@@ -663,6 +799,8 @@ def main():
     parser.add_argument("--elapsed", type=int)
     parser.add_argument("--git-rev", default="unknown")
     parser.add_argument("--bench-status", type=int, default=0)
+    parser.add_argument("--load-start", default="")
+    parser.add_argument("--load-end", default="")
     args = parser.parse_args()
 
     meta, runs, checks, ideal = load(args.indir)
@@ -674,6 +812,9 @@ def main():
         "meta": meta,
         "restore_check": checks["restore-check"],
         "chain_check": checks["chain-check"],
+        "s3_check": checks["s3-check"],
+        "loadavg_start": args.load_start,
+        "loadavg_end": args.load_end,
         "ideal_incremental": [ideal[n] for n in sorted(ideal)],
         "runs": runs,
     }
