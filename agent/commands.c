@@ -86,8 +86,8 @@ static int cmd_init(const struct config *cfg)
     bool created;
     if (repo_init(&rc, &created, &err) != 0)
         return fail(&err);
-    printf("%s %s\n", created ? "initialised repository" : "repository already initialised:",
-           rc.url);
+    printf("%s %s\n",
+           created ? "initialised repository" : "repository already initialised:", rc.url);
     return EXIT_OK;
 }
 
@@ -304,12 +304,13 @@ static int cmd_restore(const struct config *cfg)
         return usage_error("give --target-time or --target-lsn, not both%s", "");
     char command[8192];
     struct tablespace_relocation rel[CONFIG_MAX_MAPS];
-    struct restore_opts opts = {
-        .target_dir = config_get(cfg, OPT_TO), .backup_id = config_get(cfg, OPT_BACKUP),
-        .target_time = config_get(cfg, OPT_TARGET_TIME),
-        .target_lsn = config_get(cfg, OPT_TARGET_LSN),
-        .target_action = config_get(cfg, OPT_TARGET_ACTION), .relocations = rel,
-        .restore_command = command};
+    struct restore_opts opts = {.target_dir = config_get(cfg, OPT_TO),
+                                .backup_id = config_get(cfg, OPT_BACKUP),
+                                .target_time = config_get(cfg, OPT_TARGET_TIME),
+                                .target_lsn = config_get(cfg, OPT_TARGET_LSN),
+                                .target_action = config_get(cfg, OPT_TARGET_ACTION),
+                                .relocations = rel,
+                                .restore_command = command};
     opts.relocation_count = (size_t)parse_relocations(cfg, rel);
     repo_t *r;
     struct repo_node_info node;
@@ -351,8 +352,8 @@ static void print_backups(json_t *doc)
         gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
         const char *parent = json_string_value(json_object_get(b, "parent"));
-        printf("%-23s %-4s %-23s %-3" JSON_INTEGER_FORMAT " %-12s %-12s %-19s %12" JSON_INTEGER_FORMAT
-               " %12" JSON_INTEGER_FORMAT " %4.0f%%\n",
+        printf("%-23s %-4s %-23s %-3" JSON_INTEGER_FORMAT
+               " %-12s %-12s %-19s %12" JSON_INTEGER_FORMAT " %12" JSON_INTEGER_FORMAT " %4.0f%%\n",
                json_string_value(json_object_get(b, "id")),
                json_string_value(json_object_get(b, "type")), parent ? parent : "-",
                json_integer_value(json_object_get(b, "timeline")),
@@ -448,8 +449,7 @@ static int cmd_verify(const struct config *cfg)
     return n ? EXIT_FAILURE_ : EXIT_OK;
 }
 
-static int optional_int(const struct config *cfg, enum opt_id id, int max, int *out,
-                        wv_err_t *err)
+static int optional_int(const struct config *cfg, enum opt_id id, int max, int *out, wv_err_t *err)
 {
     *out = 0;
     return config_get(cfg, id) ? config_int(cfg, id, 1, max, out, err) : 0;
@@ -484,7 +484,8 @@ static int cmd_expire(const struct config *cfg)
         return fail(&err);
     if (!opts.retain_full && !opts.retain_days && !config_get(cfg, OPT_RETAIN_WATERMARKS))
         return usage_error("expire needs --retain-full N, --retain-days D and/or "
-                           "--retain-watermarks N%s", "");
+                           "--retain-watermarks N%s",
+                           "");
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     opts.now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
@@ -514,11 +515,20 @@ int commands_run(const struct config *cfg)
         const char *name;
         int (*run)(const struct config *);
     } table[] = {
-        {"keygen", cmd_keygen},     {"init", cmd_init},       {"wal-push", cmd_wal_push},
-        {"wal-fetch", cmd_wal_fetch}, {"backup", cmd_backup}, {"restore", cmd_restore},
-        {"list", cmd_list},         {"verify", cmd_verify},   {"expire", cmd_expire},
-        {"wal-stream", cmd_wal_stream}, {"agent", cmd_agent},
-        {"watermark", cmd_watermark}, {"coordinator", cmd_coordinator}, {"plan", cmd_plan},
+        {"keygen", cmd_keygen},
+        {"init", cmd_init},
+        {"wal-push", cmd_wal_push},
+        {"wal-fetch", cmd_wal_fetch},
+        {"backup", cmd_backup},
+        {"restore", cmd_restore},
+        {"list", cmd_list},
+        {"verify", cmd_verify},
+        {"expire", cmd_expire},
+        {"wal-stream", cmd_wal_stream},
+        {"agent", cmd_agent},
+        {"watermark", cmd_watermark},
+        {"coordinator", cmd_coordinator},
+        {"plan", cmd_plan},
     };
     for (size_t i = 0; i < sizeof table / sizeof *table; i++)
         if (strcmp(cfg->command, table[i].name) == 0)

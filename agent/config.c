@@ -66,7 +66,8 @@ static const struct opt_def options[OPT_COUNT] = {
                          "keep the newest N full backups and all backups after them"},
     [OPT_RETAIN_DAYS] = {"retain-days", true, NULL, "expire agent",
                          "keep what restores to any time in the last D days"},
-    [OPT_DRY_RUN] = {"dry-run", false, NULL, "expire", "list what would be removed, remove nothing"},
+    [OPT_DRY_RUN] = {"dry-run", false, NULL, "expire",
+                     "list what would be removed, remove nothing"},
     [OPT_GC_GRACE] = {"gc-grace", true, "86400", "expire agent",
                       "seconds: packs of backups started this recently are never collected"},
     [OPT_SLOT] = {"slot", true, NULL, "wal-stream agent",
@@ -146,8 +147,8 @@ static int find_option(const char *key)
 static int add_map(struct config *cfg, const char *value, wv_err_t *err)
 {
     if (!strchr(value, '=') || cfg->nmaps == CONFIG_MAX_MAPS)
-        return wv_err_set(err, WV_EUSAGE, "--tablespace-map wants OID=DIR or OLD_DIR=DIR, got \"%s\"",
-                          value);
+        return wv_err_set(err, WV_EUSAGE,
+                          "--tablespace-map wants OID=DIR or OLD_DIR=DIR, got \"%s\"", value);
     cfg->maps[cfg->nmaps++] = strdup(value);
     return 0;
 }
@@ -156,9 +157,8 @@ static int parse_flags(int argc, char **argv, struct config *cfg, wv_err_t *err)
 {
     struct option longopts[OPT_COUNT + 1];
     for (int i = 0; i < OPT_COUNT; i++)
-        longopts[i] = (struct option){options[i].name, options[i].has_arg ? required_argument
-                                                                          : no_argument,
-                                      NULL, 1000 + i};
+        longopts[i] = (struct option){
+            options[i].name, options[i].has_arg ? required_argument : no_argument, NULL, 1000 + i};
     longopts[OPT_COUNT] = (struct option){0};
     optind = 1;
     opterr = 0;
@@ -285,8 +285,7 @@ bool config_flag(const struct config *cfg, enum opt_id id)
                  strcmp(v, "yes") == 0);
 }
 
-int config_int(const struct config *cfg, enum opt_id id, int min, int max, int *out,
-               wv_err_t *err)
+int config_int(const struct config *cfg, enum opt_id id, int min, int max, int *out, wv_err_t *err)
 {
     const char *v = cfg->values[id];
     char *end;

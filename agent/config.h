@@ -73,9 +73,9 @@ enum opt_id {
 enum opt_origin { ORIGIN_DEFAULT, ORIGIN_FILE, ORIGIN_ENV, ORIGIN_FLAG };
 
 struct opt_def {
-    const char *name;    /* the flag without "--"; WALVAULT_<NAME> and the file key derive */
+    const char *name; /* the flag without "--"; WALVAULT_<NAME> and the file key derive */
     bool has_arg;
-    const char *def;     /* default, or NULL */
+    const char *def;      /* default, or NULL */
     const char *commands; /* space-separated commands it applies to, NULL for all */
     const char *help;
 };
@@ -111,7 +111,6 @@ bool config_flag(const struct config *cfg, enum opt_id id);
 int config_duration(const struct config *cfg, enum opt_id id, double min_s, double max_s,
                     double *out, wv_err_t *err);
 /* A positive integer option; WV_EUSAGE naming the option otherwise. */
-int config_int(const struct config *cfg, enum opt_id id, int min, int max, int *out,
-               wv_err_t *err);
+int config_int(const struct config *cfg, enum opt_id id, int min, int max, int *out, wv_err_t *err);
 
 #endif

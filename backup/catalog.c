@@ -701,11 +701,11 @@ static json_t *backup_json(const struct manifest_summary *s)
     return json_pack("{s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:f}",
                      "id", s->id, "type", s->type, "parent", s->parent[0] ? s->parent : NULL,
                      "timeline", (json_int_t)s->timeline, "start_lsn", start, "stop_lsn", stop,
-                     "start_time", (json_int_t)s->start_time, "stop_time",
-                     (json_int_t)s->stop_time, "start_time_text", t0, "stop_time_text", t1,
-                     "db_bytes", (json_int_t)s->db_bytes, "stored_bytes",
-                     (json_int_t)s->stored_bytes, "new_bytes", (json_int_t)s->new_bytes,
-                     "new_share", s->db_bytes ? (double)s->new_bytes / (double)s->db_bytes : 0.0);
+                     "start_time", (json_int_t)s->start_time, "stop_time", (json_int_t)s->stop_time,
+                     "start_time_text", t0, "stop_time_text", t1, "db_bytes",
+                     (json_int_t)s->db_bytes, "stored_bytes", (json_int_t)s->stored_bytes,
+                     "new_bytes", (json_int_t)s->new_bytes, "new_share",
+                     s->db_bytes ? (double)s->new_bytes / (double)s->db_bytes : 0.0);
 }
 
 static json_t *timeline_json(const struct wal_timeline *t, uint32_t seg_size)

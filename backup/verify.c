@@ -470,7 +470,7 @@ int verify_run(repo_t *r, const struct verify_opts *opts, json_t **report, wv_er
                                    : wv_err_set(err, WV_EFAIL, "out of memory verifying");
     if (rc == 0) {
         log_debug("verify of node %s: %zu problems in %" PRIu64 " backups", repo_node(r),
-                 json_array_size(v.problems), v.backups);
+                  json_array_size(v.problems), v.backups);
         *report =
             json_pack("{s:O, s:I, s:I, s:I}", "problems", v.problems, "backups_checked",
                       (json_int_t)v.backups, "objects_checked", (json_int_t)atomic_load(&v.objects),

@@ -200,7 +200,8 @@ int fs_absolute_path(const char *path, char *out, size_t len, wv_err_t *err)
         return wv_err_errno(err, WV_EUSAGE, "cannot find %s", path);
     if (path[0] != '/' && !getcwd(cwd, sizeof cwd))
         return wv_err_errno(err, WV_EFAIL, "cannot read the current directory");
-    int n = path[0] == '/' ? snprintf(out, len, "%s", path) : snprintf(out, len, "%s/%s", cwd, path);
+    int n =
+        path[0] == '/' ? snprintf(out, len, "%s", path) : snprintf(out, len, "%s/%s", cwd, path);
     if (n < 0 || (size_t)n >= len)
         return wv_err_set(err, WV_EUSAGE, "path too long: %s", path);
     return 0;

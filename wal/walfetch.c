@@ -107,7 +107,8 @@ static int fetch_to(repo_t *r, const char *name, const char *key, const char *de
         if (rc != WV_ENOTFOUND) /* a bad spool file is refetched from the store */
             log_warn("discarding spooled %s: %s", name, err->msg);
         if (ftruncate(s.fd, 0) != 0 || lseek(s.fd, 0, SEEK_SET) != 0)
-            return finish_temp(&s, tmp, dest, wv_err_errno(err, WV_EFAIL, "cannot reset %s", tmp), err);
+            return finish_temp(&s, tmp, dest, wv_err_errno(err, WV_EFAIL, "cannot reset %s", tmp),
+                               err);
     }
     rc = repo_get_sealed_stream(r, key, write_to_file, &s, err);
     return finish_temp(&s, tmp, dest, rc, err);
@@ -162,8 +163,8 @@ static void trim_spool(const struct wal_fetch_opts *opts, const char *served)
 }
 
 /* The fetch ahead runs in a detached grandchild so PostgreSQL gets its segment at once. */
-static void start_prefetch(repo_t *r, const struct wal_file *f, uint32_t seg_size,
-                           const char *name, const struct wal_fetch_opts *opts)
+static void start_prefetch(repo_t *r, const struct wal_file *f, uint32_t seg_size, const char *name,
+                           const struct wal_fetch_opts *opts)
 {
     wv_err_t err;
     if (fs_mkdir_p(opts->spool_dir, 0700, &err) != 0)
@@ -185,8 +186,8 @@ static void start_prefetch(repo_t *r, const struct wal_file *f, uint32_t seg_siz
         dup2(devnull, 2);
     }
     struct prefetch p = {r, opts, f->tli, f->segno + 1, seg_size};
-    workers_run(opts->prefetch < 4 ? opts->prefetch : 4, (size_t)opts->prefetch, prefetch_item,
-                &p, &err);
+    workers_run(opts->prefetch < 4 ? opts->prefetch : 4, (size_t)opts->prefetch, prefetch_item, &p,
+                &err);
     _exit(0);
 }
 
@@ -226,8 +227,8 @@ static int write_zeros(struct file_sink *s, uint64_t count, wv_err_t *err)
  * Recovery replays to the last archived byte and finds the zeros an invalid record, the
  * normal end of WAL. Only the newest segment of a timeline is served so: fragments of an
  * older one mean its whole copy is missing, and padding would hide that. */
-static int fetch_fragments(repo_t *r, const struct wal_file *f, uint32_t seg_size,
-                           const char *name, const char *dest, wv_err_t *err)
+static int fetch_fragments(repo_t *r, const struct wal_file *f, uint32_t seg_size, const char *name,
+                           const char *dest, wv_err_t *err)
 {
     bool newest;
     int rc = is_newest(r, f, seg_size, &newest, err);

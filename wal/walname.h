@@ -12,9 +12,9 @@
 
 typedef uint64_t wal_lsn_t;
 
-#define WAL_NAME_LEN 24         /* 000000010000000000000001 */
-#define WAL_NAME_MAX 64         /* room for any archived file name */
-#define WAL_LSN_STR_MAX 20      /* "FFFFFFFF/FFFFFFFF" */
+#define WAL_NAME_LEN 24    /* 000000010000000000000001 */
+#define WAL_NAME_MAX 64    /* room for any archived file name */
+#define WAL_LSN_STR_MAX 20 /* "FFFFFFFF/FFFFFFFF" */
 #define WAL_DEFAULT_SEG_SIZE (16u * 1024 * 1024)
 
 enum wal_file_kind {
@@ -58,8 +58,8 @@ struct wal_history_entry {
     wal_lsn_t end_lsn; /* where it was left for the next one */
 };
 /* Parses up to max entries; returns the count or a negative error. */
-int wal_history_parse(const char *text, size_t len, struct wal_history_entry *entries,
-                      int max, wv_err_t *err);
+int wal_history_parse(const char *text, size_t len, struct wal_history_entry *entries, int max,
+                      wv_err_t *err);
 
 /* From the long page header at the start of every segment. */
 struct wal_segment_header {
