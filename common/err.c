@@ -5,6 +5,15 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Errors are one line whatever they quote: a file or object name from outside (a tar entry,
+ * a key in a listing) may hold a newline or other control characters. */
+static void one_line(char *msg)
+{
+    for (unsigned char *p = (unsigned char *)msg; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+}
+
 int wv_err_set(wv_err_t *err, int code, const char *fmt, ...)
 {
     if (err) {
@@ -12,6 +21,7 @@ int wv_err_set(wv_err_t *err, int code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        one_line(err->msg);
         err->code = code;
     }
     return code;
@@ -27,6 +37,7 @@ int wv_err_errno(wv_err_t *err, int code, const char *fmt, ...)
         va_end(ap);
         if (n >= 0 && (size_t)n < sizeof err->msg)
             snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", strerror(saved));
+        one_line(err->msg);
         err->code = code;
     }
     return code;
@@ -46,6 +57,7 @@ int wv_err_prefix(wv_err_t *err, const char *fmt, ...)
     /* A message cut at WV_ERR_MSG_MAX is still one readable line. */
     if (snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old) < 0)
         err->msg[0] = '\0';
+    one_line(err->msg);
     return err->code;
 }
 
