@@ -83,39 +83,20 @@ static unsigned int readyz(void *ctx, char *why, size_t len)
 /* ---- /metrics ---- */
 
 struct out {
-    char *p;
-    size_t cap, n;
+    struct httpd_text t;
 };
-
-static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct out *o, const char *fmt, ...)
-{
-    if (o->n + 1 >= o->cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(o->p + o->n, o->cap - o->n, fmt, ap);
-    va_end(ap);
-    if (k > 0)
-        o->n = o->n + (size_t)k < o->cap ? o->n + (size_t)k : o->cap - 1;
-}
-
-static void family(struct out *o, const char *name, const char *type, const char *help)
-{
-    put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
 
 static void gauge_f(struct out *o, const char *name, const char *help, double v)
 {
-    family(o, name, "gauge", help);
-    put(o, "%s %.3f\n", name, v);
+    httpd_metric_family(&o->t, name, "gauge", help);
+    httpd_printf(&o->t, "%s %.3f\n", name, v);
 }
 
 static void results(struct out *o, const char *name, const char *help, uint64_t ok, uint64_t failed)
 {
-    family(o, name, "counter", help);
-    put(o, "%s{result=\"success\"} %" PRIu64 "\n", name, ok);
-    put(o, "%s{result=\"failure\"} %" PRIu64 "\n", name, failed);
+    httpd_metric_family(&o->t, name, "counter", help);
+    httpd_printf(&o->t, "%s{result=\"success\"} %" PRIu64 "\n", name, ok);
+    httpd_printf(&o->t, "%s{result=\"failure\"} %" PRIu64 "\n", name, failed);
 }
 
 static void watermarks(struct out *o, const struct coord_http *h)
@@ -124,16 +105,16 @@ static void watermarks(struct out *o, const struct coord_http *h)
     results(o, "walvault_coordinator_watermarks_total",
             "Watermark attempts of this coordinator by result", s->wm_ok, s->wm_failed);
     if (h->o->watermark_every_s > 0) {
-        family(o, "walvault_coordinator_last_watermark_success", "gauge",
-               "1 when the newest watermark attempt succeeded (0 before any)");
-        put(o, "walvault_coordinator_last_watermark_success %d\n",
-            s->wm_attempted && s->wm_last_ok ? 1 : 0);
+        httpd_metric_family(&o->t, "walvault_coordinator_last_watermark_success", "gauge",
+                            "1 when the newest watermark attempt succeeded (0 before any)");
+        httpd_printf(&o->t, "walvault_coordinator_last_watermark_success %d\n",
+                     s->wm_attempted && s->wm_last_ok ? 1 : 0);
     }
     if (!s->wm_known)
         return;
-    family(o, "walvault_coordinator_last_watermark", "gauge",
-           "Number of the newest watermark this coordinator wrote");
-    put(o, "walvault_coordinator_last_watermark %" PRIu32 "\n", s->wm_number);
+    httpd_metric_family(&o->t, "walvault_coordinator_last_watermark", "gauge",
+                        "Number of the newest watermark this coordinator wrote");
+    httpd_printf(&o->t, "walvault_coordinator_last_watermark %" PRIu32 "\n", s->wm_number);
     gauge_f(o, "walvault_coordinator_last_watermark_timestamp_seconds",
             "Time of the newest watermark this coordinator wrote (its cut), Unix time",
             (double)s->wm_time_ms / 1000.0);
@@ -145,17 +126,18 @@ static void watermarks(struct out *o, const struct coord_http *h)
 static void node_family(struct out *o, const struct coord_http *h, const char *name,
                         const char *help, int kind)
 {
-    family(o, name, "gauge", help);
+    httpd_metric_family(&o->t, name, "gauge", help);
     for (size_t i = 0; i < h->c->count; i++) {
         const struct coord_node *n = &h->c->nodes[i];
         const struct coord_node_lag *g = &h->s->lags[i];
-        put(o, "%s{node=\"%s\",role=\"%s\"} ", name, n->name, coord_role_name(n->role));
+        httpd_printf(&o->t, "%s{node=\"%s\",role=\"%s\"} ", name, n->name,
+                     coord_role_name(n->role));
         if (kind == 0)
-            put(o, "%" PRIu64 "\n", (uint64_t)g->lsn);
+            httpd_printf(&o->t, "%" PRIu64 "\n", (uint64_t)g->lsn);
         else if (kind == 1)
-            put(o, "%" PRIu64 "\n", g->lag_bytes);
+            httpd_printf(&o->t, "%" PRIu64 "\n", g->lag_bytes);
         else
-            put(o, "%.3f\n", g->wait_s);
+            httpd_printf(&o->t, "%.3f\n", g->wait_s);
     }
 }
 
@@ -185,8 +167,9 @@ static void group_backups(struct out *o, const struct coord_http *h)
     results(o, "walvault_coordinator_group_backups_total",
             "Ordered group backups (mediators and participants, then the sequencer) by result",
             s->gb_ok, s->gb_failed);
-    family(o, "walvault_coordinator_group_backup_running", "gauge", "1 while a group backup runs");
-    put(o, "walvault_coordinator_group_backup_running %d\n", s->gb_running ? 1 : 0);
+    httpd_metric_family(&o->t, "walvault_coordinator_group_backup_running", "gauge",
+                        "1 while a group backup runs");
+    httpd_printf(&o->t, "walvault_coordinator_group_backup_running %d\n", s->gb_running ? 1 : 0);
     if (s->gb_end_ms)
         gauge_f(o, "walvault_coordinator_last_group_backup_timestamp_seconds",
                 "When the newest successful group backup finished, Unix time",
@@ -195,14 +178,14 @@ static void group_backups(struct out *o, const struct coord_http *h)
 
 size_t coord_metrics_render(struct coord_http *h, char *out, size_t len)
 {
-    struct out o = {.p = out, .cap = len};
+    struct out o = {.t = {.p = out, .cap = len}};
     out[0] = '\0';
     pthread_mutex_lock(&h->s->lock);
     watermarks(&o, h);
     nodes(&o, h);
     group_backups(&o, h);
     pthread_mutex_unlock(&h->s->lock);
-    return o.n;
+    return o.t.n;
 }
 
 static size_t metrics(void *ctx, char *out, size_t len)

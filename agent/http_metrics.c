@@ -7,58 +7,40 @@
 #include <string.h>
 
 #include "agent/daemon_internal.h"
+#include "agent/httpd.h"
 #include "common/timeutil.h"
 
 struct out {
-    char *p;
-    size_t cap, n;
+    struct httpd_text t;
     const char *node;
 };
-
-static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct out *o, const char *fmt, ...)
-{
-    if (o->n + 1 >= o->cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(o->p + o->n, o->cap - o->n, fmt, ap);
-    va_end(ap);
-    if (k > 0)
-        o->n = o->n + (size_t)k < o->cap ? o->n + (size_t)k : o->cap - 1;
-}
-
-static void family(struct out *o, const char *name, const char *type, const char *help)
-{
-    put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
 
 /* label: "" or `,key="value"` after the node label. */
 static void sample_u(struct out *o, const char *name, const char *label, uint64_t v)
 {
-    put(o, "%s{node=\"%s\"%s} %" PRIu64 "\n", name, o->node, label, v);
+    httpd_printf(&o->t, "%s{node=\"%s\"%s} %" PRIu64 "\n", name, o->node, label, v);
 }
 
 static void sample_f(struct out *o, const char *name, const char *label, double v)
 {
-    put(o, "%s{node=\"%s\"%s} %.3f\n", name, o->node, label, v);
+    httpd_printf(&o->t, "%s{node=\"%s\"%s} %.3f\n", name, o->node, label, v);
 }
 
 static void gauge_u(struct out *o, const char *name, const char *help, uint64_t v)
 {
-    family(o, name, "gauge", help);
+    httpd_metric_family(&o->t, name, "gauge", help);
     sample_u(o, name, "", v);
 }
 
 static void gauge_f(struct out *o, const char *name, const char *help, double v)
 {
-    family(o, name, "gauge", help);
+    httpd_metric_family(&o->t, name, "gauge", help);
     sample_f(o, name, "", v);
 }
 
 static void counter_u(struct out *o, const char *name, const char *help, uint64_t v)
 {
-    family(o, name, "counter", help);
+    httpd_metric_family(&o->t, name, "counter", help);
     sample_u(o, name, "", v);
 }
 
@@ -110,8 +92,9 @@ static void stream_stores(struct out *o, struct agent *a)
 static void store_errors(struct out *o, struct agent *a)
 {
     uint64_t wal = a->opts.streaming ? atomic_load(&a->stats.store_errors) : 0;
-    family(o, "walvault_store_errors_total", "counter",
-           "Failed stores to the repository by what was stored (wal, lease); each is retried");
+    httpd_metric_family(
+        &o->t, "walvault_store_errors_total", "counter",
+        "Failed stores to the repository by what was stored (wal, lease); each is retried");
     if (a->opts.streaming)
         sample_u(o, "walvault_store_errors_total", ",kind=\"wal\"", wal);
     sample_u(o, "walvault_store_errors_total", ",kind=\"lease\"", a->lease_errors);
@@ -141,7 +124,8 @@ static void last_backup(struct out *o, const struct backup_record *b)
 static void backups(struct out *o, struct agent *a)
 {
     last_backup(o, &a->last);
-    family(o, "walvault_backups_total", "counter", "Scheduled backups run by this agent");
+    httpd_metric_family(&o->t, "walvault_backups_total", "counter",
+                        "Scheduled backups run by this agent");
     sample_u(o, "walvault_backups_total", ",result=\"success\"", a->backups_ok);
     sample_u(o, "walvault_backups_total", ",result=\"failure\"", a->backups_failed);
     counter_u(o, "walvault_retention_failures_total", "Retention runs after a backup that failed",
@@ -152,8 +136,9 @@ static void backups(struct out *o, struct agent *a)
     agent_backup_due(a, &full_at, &incremental_at);
     if (full_at == SCHEDULE_NEVER && incremental_at == SCHEDULE_NEVER)
         return;
-    family(o, "walvault_next_backup_timestamp_seconds", "gauge",
-           "When the schedule starts the next backup of each type, Unix time (0: now)");
+    httpd_metric_family(
+        &o->t, "walvault_next_backup_timestamp_seconds", "gauge",
+        "When the schedule starts the next backup of each type, Unix time (0: now)");
     if (full_at != SCHEDULE_NEVER)
         sample_f(o, "walvault_next_backup_timestamp_seconds", ",type=\"full\"", (double)full_at);
     if (incremental_at != SCHEDULE_NEVER)
@@ -163,7 +148,7 @@ static void backups(struct out *o, struct agent *a)
 
 int agent_metrics_render(struct agent *a, char *out, size_t len)
 {
-    struct out o = {.p = out, .cap = len, .node = repo_node(a->repo)};
+    struct out o = {.t = {.p = out, .cap = len}, .node = repo_node(a->repo)};
     out[0] = '\0';
     if (a->opts.streaming) {
         stream_positions(&o, a);
@@ -173,5 +158,5 @@ int agent_metrics_render(struct agent *a, char *out, size_t len)
     backups(&o, a);
     gauge_u(&o, "walvault_lease_valid", "1 while this agent holds a renewed lease on its node",
             a->lease_valid ? 1 : 0);
-    return (int)o.n;
+    return (int)o.t.n;
 }

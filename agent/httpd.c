@@ -189,3 +189,20 @@ void httpd_stop(void *server)
     MHD_stop_daemon(h->mhd);
     free(h);
 }
+
+void httpd_printf(struct httpd_text *t, const char *fmt, ...)
+{
+    if (t->n + 1 >= t->cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(t->p + t->n, t->cap - t->n, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        t->n = t->n + (size_t)k < t->cap ? t->n + (size_t)k : t->cap - 1;
+}
+
+void httpd_metric_family(struct httpd_text *t, const char *name, const char *type, const char *help)
+{
+    httpd_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}

@@ -34,4 +34,14 @@ int httpd_start(const char *listen, const struct httpd_routes *routes, void **ou
 /* NULL is fine. */
 void httpd_stop(void *server);
 
+/* Prometheus text written into a caller's fixed buffer; what does not fit is cut off (the
+ * buffers are sized for every metric). */
+struct httpd_text {
+    char *p;
+    size_t cap, n;
+};
+void httpd_printf(struct httpd_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void httpd_metric_family(struct httpd_text *t, const char *name, const char *type,
+                         const char *help);
+
 #endif
