@@ -33,6 +33,8 @@ struct file_store {
 /* Process-wide rather than per store, so two stores opened on one directory never pick the
  * same temporary name. */
 static atomic_ulong temp_counter;
+/* A file system of the repository refused O_TMPFILE (EOPNOTSUPP; EISDIR before Linux 3.11). */
+static atomic_bool tmpfile_unsupported;
 
 static struct file_store *store_of(storage_t *st)
 {
@@ -153,6 +155,7 @@ struct file_writer {
     struct storage_writer base;
     int fd;
     bool if_absent;
+    bool anonymous;   /* an O_TMPFILE file: no temporary name to create and remove */
     bool failed;      /* a write failed: commit must not publish */
     uint64_t written; /* bytes written so far */
     uint64_t synced;  /* of which writeback was started */
@@ -181,8 +184,43 @@ static void temp_path(const char *path, char *tmp, size_t cap)
              slash + 1, (long)getpid(), n);
 }
 
+/* Where the bytes go before they are published, for messages. */
+static const char *temp_of(const struct file_writer *fw)
+{
+    return fw->anonymous ? fw->path : fw->tmp;
+}
+
+/* linkat() gives an O_TMPFILE file its name through /proc (AT_EMPTY_PATH needs a
+ * capability); without /proc, named temporary files it is. */
+static bool proc_fd_links(void)
+{
+    static atomic_int known; /* 0: not checked, 1: yes, 2: no */
+    if (atomic_load(&known) == 0)
+        atomic_store(&known, access("/proc/self/fd", X_OK) == 0 ? 1 : 2);
+    return atomic_load(&known) == 1;
+}
+
+/* An unnamed file in the object's directory, published by one link(): WAL fragments arrive
+ * by the thousand, and a temporary name costs two more directory updates each. Returns
+ * false when the file system (or the missing directory) says to use a named one. */
+static bool open_anonymous(struct file_writer *fw)
+{
+    if (!fw->if_absent || atomic_load(&tmpfile_unsupported) || !proc_fd_links())
+        return false;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", fw->path);
+    *strrchr(dir, '/') = '\0';
+    fw->fd = open(*dir ? dir : "/", O_TMPFILE | O_WRONLY | O_CLOEXEC, FILE_MODE);
+    fw->anonymous = fw->fd >= 0;
+    if (!fw->anonymous && (errno == EOPNOTSUPP || errno == EISDIR))
+        atomic_store(&tmpfile_unsupported, true);
+    return fw->anonymous;
+}
+
 static int open_temp(const struct file_store *fs, struct file_writer *fw, wv_err_t *err)
 {
+    if (open_anonymous(fw))
+        return 0;
     fw->fd = open(fw->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, FILE_MODE);
     if (fw->fd >= 0)
         return 0;
@@ -191,6 +229,8 @@ static int open_temp(const struct file_store *fs, struct file_writer *fw, wv_err
     int rc = make_parent_dirs(fs, fw->key, fw->path, err);
     if (rc)
         return rc;
+    if (open_anonymous(fw))
+        return 0;
     fw->fd = open(fw->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, FILE_MODE);
     if (fw->fd < 0)
         return io_error("create", fw->key, fw->tmp, err);
@@ -234,7 +274,7 @@ static int file_put_write(storage_writer_t *w, const void *data, size_t len, wv_
         return wv_err_set(err, WV_EFAIL, "object %s: write after a failed write", fw->key);
     if (fs_write_all(fw->fd, data, len) != 0) {
         fw->failed = true;
-        return io_error("write", fw->key, fw->tmp, err);
+        return io_error("write", fw->key, temp_of(fw), err);
     }
     /* Start writeback of what was written so far: the fsync at commit then finds most of
      * it on disk already instead of writing it all while the caller waits. */
@@ -250,7 +290,9 @@ static int file_put_write(storage_writer_t *w, const void *data, size_t len, wv_
 static int flush_temp(struct file_writer *fw, wv_err_t *err)
 {
     if (fsync(fw->fd) != 0)
-        return io_error("fsync", fw->key, fw->tmp, err);
+        return io_error("fsync", fw->key, temp_of(fw), err);
+    if (fw->anonymous) /* its descriptor is its only name until it is linked */
+        return 0;
     int rc = close(fw->fd);
     fw->fd = -1;
     if (rc != 0)
@@ -267,9 +309,18 @@ static int prefix_conflict(struct file_writer *fw, wv_err_t *err)
 }
 
 /* link(2) fails when the name exists, so checking and publishing are one atomic step. */
+static int link_temp(const struct file_writer *fw)
+{
+    if (!fw->anonymous)
+        return link(fw->tmp, fw->path);
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fw->fd);
+    return linkat(AT_FDCWD, proc, AT_FDCWD, fw->path, AT_SYMLINK_FOLLOW);
+}
+
 static int publish_if_absent(struct file_writer *fw, wv_err_t *err)
 {
-    if (link(fw->tmp, fw->path) != 0) {
+    if (link_temp(fw) != 0) {
         struct stat sb;
         if (errno != EEXIST)
             return io_error("publish", fw->key, fw->path, err);
@@ -278,7 +329,8 @@ static int publish_if_absent(struct file_writer *fw, wv_err_t *err)
         return wv_err_set(err, WV_EEXISTS, "object already exists: %s", fw->key);
     }
     /* The object is published; a leftover temporary name is hidden and harmless. */
-    unlink(fw->tmp);
+    if (!fw->anonymous)
+        unlink(fw->tmp);
     return 0;
 }
 
@@ -303,7 +355,7 @@ static int file_put_commit(storage_writer_t *w, wv_err_t *err)
         rc = fw->if_absent ? publish_if_absent(fw, err) : publish_replace(fw, err);
     if (!rc)
         rc = sync_parent(fw->key, fw->path, err);
-    if (rc)
+    if (rc && !fw->anonymous)
         unlink(fw->tmp); /* already gone once published; then this is a no-op */
     free_writer(fw);
     return rc;
@@ -312,7 +364,8 @@ static int file_put_commit(storage_writer_t *w, wv_err_t *err)
 static void file_put_abort(storage_writer_t *w)
 {
     struct file_writer *fw = (struct file_writer *)w;
-    unlink(fw->tmp);
+    if (!fw->anonymous)
+        unlink(fw->tmp);
     free_writer(fw);
 }
 
