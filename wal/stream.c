@@ -29,13 +29,13 @@ bool stream_fatal(int rc)
     return rc == WV_EMISMATCH || rc == WV_EUSAGE;
 }
 
-static double next_backoff(double b)
+double stream_next_backoff(double b)
 {
     return b <= 0 ? BACKOFF_FIRST_S : (b * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : b * 2);
 }
 
-/* Sleeps up to seconds, in short steps so that a stop request is seen at once. */
-static void nap(const struct stream *s, double seconds)
+/* In short steps so that a stop request is seen at once. */
+void stream_nap(struct stream *s, double seconds)
 {
     double until = time_monotonic() + seconds;
     while (!stream_stopping(s) && time_monotonic() < until)
@@ -51,151 +51,7 @@ void stream_note_durable(struct stream *s, wal_lsn_t lsn)
     }
 }
 
-void stream_queue_cleanup(struct stream *s, uint32_t tli, uint64_t segno)
-{
-    if (s->ncleanup == STREAM_CLEANUP_MAX) /* left for the next start to find */
-        return;
-    s->cleanup[s->ncleanup].tli = tli;
-    s->cleanup[s->ncleanup].segno = segno;
-    s->ncleanup++;
-}
-
-static void describe_job(const struct store_job *j, char *out, size_t len)
-{
-    char name[WAL_NAME_MAX];
-    if (j->kind == STORE_FRAGMENT)
-        wal_fragment_name(j->tli, j->segno, j->seg_size, j->start, j->end, name);
-    else if (j->kind == STORE_HISTORY)
-        wal_history_name(j->tli, name);
-    else
-        wal_segment_name(j->tli, j->segno, j->seg_size, name);
-    snprintf(out, len, "%s", name);
-}
-
-/* ---- store results ---- */
-
-static void stored(struct stream *s, const struct store_job *j)
-{
-    struct stream_seg *g = &s->seg;
-    bool current = j->tli == g->tli && j->segno == g->segno;
-    s->store_backoff = 0;
-    if (j->kind == STORE_FRAGMENT && current) {
-        g->durable = j->end > g->durable ? j->end : g->durable;
-        stream_note_durable(s, stream_seg_start(g) + g->durable);
-        /* what is pending now arrived after this store was handed over */
-        s->pending_since = stream_seg_pending(g) ? s->submitted_at : 0;
-        if (!stream_seg_pending(g))
-            s->force_store = false;
-    } else if (j->kind == STORE_SEGMENT && current) {
-        stream_note_durable(s, stream_seg_start(g) + g->seg_size);
-        stream_queue_cleanup(s, g->tli, g->segno);
-        stream_seg_reset(g, g->tli, g->segno + 1, 0);
-        s->pending_since = 0;
-    }
-}
-
-/* Deleting a finished segment's fragments runs on a thread of its own: with thousands of
- * fragments it takes long, and fragment stores (commits waiting) must not queue behind it.
- * Leftovers are harmless (a whole segment hides its fragments) and the next start retries. */
-static void collect_janitor(struct stream *s)
-{
-    struct store_job j;
-    int rc;
-    wv_err_t e = {0};
-    if (!stream_store_collect(&s->janitor, &j, &rc, &e) || s->ncleanup == 0)
-        return;
-    if (rc) {
-        char name[WAL_NAME_MAX];
-        wal_segment_name(j.tli, j.segno, j.seg_size, name);
-        log_warn("deleting the fragments of %s failed: %s", name, e.msg);
-    }
-    memmove(&s->cleanup[0], &s->cleanup[1], --s->ncleanup * sizeof s->cleanup[0]);
-}
-
-static void schedule_janitor(struct stream *s)
-{
-    if (s->ncleanup == 0 || !stream_store_idle(&s->janitor))
-        return;
-    struct store_job j = {.kind = STORE_CLEANUP,
-                          .tli = s->cleanup[0].tli,
-                          .segno = s->cleanup[0].segno,
-                          .seg_size = s->seg.seg_size};
-    stream_store_submit(&s->janitor, &j);
-}
-
-static int store_failed(struct stream *s, const struct store_job *j, int rc, wv_err_t *e,
-                        wv_err_t *err)
-{
-    char what[WAL_NAME_MAX + 16];
-    describe_job(j, what, sizeof what);
-    if (stream_fatal(rc)) {
-        *err = *e;
-        return rc;
-    }
-    s->store_backoff = next_backoff(s->store_backoff);
-    s->retry_at = time_monotonic() + s->store_backoff;
-    log_warn("storing %s failed (retrying in %.1f s): %s", what, s->store_backoff, e->msg);
-    return 0;
-}
-
-static int collect(struct stream *s, wv_err_t *err)
-{
-    struct store_job j;
-    int rc;
-    wv_err_t e = {0};
-    if (!stream_store_collect(&s->store, &j, &rc, &e))
-        return 0;
-    if (rc)
-        return store_failed(s, &j, rc, &e, err);
-    stored(s, &j);
-    return 0;
-}
-
-/* Waits for the running store, if any, and takes in its outcome. */
-static int settle(struct stream *s, wv_err_t *err)
-{
-    struct store_job j;
-    int rc;
-    wv_err_t e = {0};
-    if (!stream_store_wait(&s->store, &j, &rc, &e))
-        return 0;
-    if (rc)
-        return store_failed(s, &j, rc, &e, err);
-    stored(s, &j);
-    return 0;
-}
-
-int stream_store_now(struct stream *s, const struct store_job *job, wv_err_t *err)
-{
-    int rc = settle(s, err);
-    while (rc == 0) {
-        wv_err_t e = {0};
-        stream_store_submit(&s->store, job);
-        struct store_job done;
-        int job_rc;
-        stream_store_wait(&s->store, &done, &job_rc, &e);
-        if (job_rc == 0) {
-            stored(s, &done);
-            return 0;
-        }
-        if ((rc = store_failed(s, &done, job_rc, &e, err)) != 0)
-            return rc;
-        if (stream_stopping(s)) {
-            *err = e;
-            return job_rc;
-        }
-        nap(s, s->store_backoff);
-    }
-    return rc;
-}
-
 /* ---- choosing the next store ---- */
-
-static void submit(struct stream *s, const struct store_job *j)
-{
-    s->submitted_at = time_monotonic();
-    stream_store_submit(&s->store, j);
-}
 
 static struct store_job job_for_seg(const struct stream *s, enum store_kind kind)
 {
@@ -205,33 +61,44 @@ static struct store_job job_for_seg(const struct stream *s, enum store_kind kind
                               .segno = g->segno,
                               .seg_size = g->seg_size,
                               .data = g->data,
-                              .start = g->durable,
+                              .start = g->submitted,
                               .end = g->received,
                               .system_identifier = s->id.system_identifier};
 }
 
-/* Synchronous standbys store as soon as the socket is drained: what arrived during the
- * previous store makes one fragment, however many commits it holds. Otherwise a fragment
- * waits for the sync interval, so a busy node makes one store per interval. */
+/* Synchronous standbys store as soon as the socket is drained and a lane is free: what
+ * arrived while every lane was busy makes one fragment, however many commits it holds.
+ * Otherwise a fragment waits for the sync interval, so a busy node makes one store per
+ * interval. */
 static bool fragment_due(const struct stream *s, double now)
 {
-    if (!stream_seg_pending(&s->seg))
+    if (!stream_seg_unsubmitted(&s->seg))
         return false;
     return s->id.synchronous || s->force_store || stream_stopping(s) ||
            now - s->pending_since >= s->interval;
 }
 
+/* A full segment is stored whole once its fragments are all done; fragments go to any free
+ * lane. */
 static void schedule(struct stream *s)
 {
     double now = time_monotonic();
-    if (!stream_store_idle(&s->store) || now < s->retry_at)
+    if (now < s->retry_at)
         return;
     if (stream_seg_full(&s->seg)) {
-        struct store_job j = job_for_seg(s, STORE_SEGMENT);
-        submit(s, &j);
-    } else if (fragment_due(s, now)) {
+        if (stream_lanes_idle(s)) {
+            struct store_job j = job_for_seg(s, STORE_SEGMENT);
+            stream_lanes_submit(s, 0, &j);
+        }
+        return;
+    }
+    double wait;
+    int lane = stream_lanes_free(s, &wait);
+    if (lane >= 0 && fragment_due(s, now)) {
         struct store_job j = job_for_seg(s, STORE_FRAGMENT);
-        submit(s, &j);
+        stream_lanes_submit(s, lane, &j);
+        s->pending_since = 0;
+        s->force_store = false;
     }
 }
 
@@ -251,12 +118,12 @@ static int feed_held(struct stream *s, wv_err_t *err)
     struct sconn_msg m;
     int rc = sconn_parse_msg(s->held, s->held_len, &m, err);
     while (rc == 0 && s->held_off < m.len && !stream_seg_full(&s->seg)) {
-        bool was_pending = stream_seg_pending(&s->seg) > 0;
+        bool was_pending = stream_seg_unsubmitted(&s->seg) > 0;
         size_t taken;
         rc = stream_seg_put(&s->seg, m.start + s->held_off, m.data + s->held_off,
                             m.len - s->held_off, &taken, err);
         s->held_off += taken;
-        if (!was_pending && stream_seg_pending(&s->seg))
+        if (!was_pending && stream_seg_unsubmitted(&s->seg))
             s->pending_since = time_monotonic();
     }
     atomic_store(&s->stats->received_lsn, stream_seg_next(&s->seg));
@@ -278,7 +145,7 @@ static int take_message(struct stream *s, char *buf, int len, wv_err_t *err)
     }
     if (rc == 0 && m.reply_requested) {
         s->status_now = true;
-        s->force_store = stream_seg_pending(&s->seg) > 0;
+        s->force_store = stream_seg_unsubmitted(&s->seg) > 0;
     }
     PQfreemem(buf);
     return rc;
@@ -327,8 +194,10 @@ static int poll_timeout_ms(struct stream *s)
     double now = time_monotonic(), wait = POLL_MAX_MS / 1000.0;
     double status_due = s->last_status + STATUS_INTERVAL_S - now;
     wait = status_due < wait ? status_due : wait;
-    if (stream_store_idle(&s->store) && stream_seg_pending(&s->seg)) {
-        double due = s->id.synchronous ? now : s->pending_since + s->interval;
+    double lane_wait;
+    if (stream_seg_unsubmitted(&s->seg) &&
+        (stream_lanes_free(s, &lane_wait) >= 0 || lane_wait > 0)) {
+        double due = s->id.synchronous ? now + lane_wait : s->pending_since + s->interval;
         due = (due > s->retry_at ? due : s->retry_at) - now;
         wait = due < wait ? due : wait;
     }
@@ -339,15 +208,14 @@ static int poll_timeout_ms(struct stream *s)
  * its store is done: the buffer is the only one. */
 static int wait_events(struct stream *s, wv_err_t *err)
 {
-    struct pollfd p[3] = {{.fd = stream_store_fd(&s->store), .events = POLLIN},
-                          {.fd = stream_store_fd(&s->janitor), .events = POLLIN}};
-    nfds_t n = 2;
+    struct pollfd p[STREAM_LANES + 2];
+    nfds_t n = stream_lanes_pollfds(s, p), stores = n;
     if (!stream_seg_full(&s->seg) && !s->held)
         p[n++] = (struct pollfd){.fd = PQsocket(s->conn), .events = POLLIN};
     int rc = poll(p, n, poll_timeout_ms(s));
     if (rc < 0 && errno != EINTR)
         return wv_err_errno(err, WV_EFAIL, "poll failed");
-    if (rc > 0 && n == 3 && (p[2].revents & (POLLIN | POLLERR | POLLHUP)) &&
+    if (rc > 0 && n > stores && (p[stores].revents & (POLLIN | POLLERR | POLLHUP)) &&
         !PQconsumeInput(s->conn)) {
         char line[512];
         sconn_error_line(s->conn, line, sizeof line);
@@ -362,12 +230,11 @@ static int copy_loop(struct stream *s, wv_err_t *err)
     while (rc == 0 && !stream_stopping(s)) {
         rc = take_messages(s, err);
         if (rc == 0)
-            rc = collect(s, err);
+            rc = stream_lanes_collect(s, err);
         if (rc != 0)
             break;
-        collect_janitor(s);
         schedule(s);
-        schedule_janitor(s);
+        stream_janitor_work(s);
         rc = report(s, err);
         if (rc == 0)
             rc = wait_events(s, err);
@@ -380,7 +247,7 @@ static int copy_loop(struct stream *s, wv_err_t *err)
 /* Stores everything received, whole segment or fragment, before the stream moves on. */
 static int store_all(struct stream *s, wv_err_t *err)
 {
-    int rc = settle(s, err);
+    int rc = stream_lanes_settle(s, err);
     while (rc == 0 && (stream_seg_full(&s->seg) || stream_seg_pending(&s->seg))) {
         struct store_job j =
             job_for_seg(s, stream_seg_full(&s->seg) ? STORE_SEGMENT : STORE_FRAGMENT);
@@ -447,10 +314,12 @@ static int session(struct stream *s, wv_err_t *err)
 static void drop_connection(struct stream *s)
 {
     wv_err_t ignored;
-    settle(s, &ignored);
+    stream_lanes_settle(s, &ignored);
     drop_held(s);
     if (s->seg.received > s->seg.durable)
         s->seg.received = s->seg.durable;
+    s->seg.submitted = s->seg.durable;
+    s->nahead = 0;
     s->pending_since = 0;
     s->force_store = false;
     PQfinish(s->conn);
@@ -474,15 +343,15 @@ static int finish(struct stream *s, wv_err_t *err)
 {
     double deadline = time_monotonic() + SHUTDOWN_STORE_S;
     take_what_arrived(s);
-    int rc = settle(s, err);
+    int rc = stream_lanes_settle(s, err);
     while (rc == 0 && unstored(s) && time_monotonic() < deadline) {
         wv_err_t ignored;
         if (s->held && !stream_seg_full(&s->seg) && feed_held(s, &ignored) != 0)
             break;
         struct store_job j =
             job_for_seg(s, stream_seg_full(&s->seg) ? STORE_SEGMENT : STORE_FRAGMENT);
-        stream_store_submit(&s->store, &j);
-        rc = settle(s, err);
+        stream_lanes_submit(s, 0, &j);
+        rc = stream_lanes_settle(s, err);
         if (rc == 0 && s->retry_at > time_monotonic())
             time_sleep_ms((long)((s->retry_at - time_monotonic()) * 1000));
     }
@@ -518,12 +387,12 @@ static int run(struct stream *s, wv_err_t *err)
         rc = session(s, err);
         if (rc == 0 || stream_fatal(rc) || stream_stopping(s))
             break;
-        backoff = s->streamed ? BACKOFF_FIRST_S : next_backoff(backoff);
+        backoff = s->streamed ? BACKOFF_FIRST_S : stream_next_backoff(backoff);
         s->streamed = false;
         log_warn("%s; reconnecting in %.1f s", err->msg, backoff);
         drop_connection(s);
         atomic_fetch_add(&s->stats->reconnects, 1);
-        nap(s, backoff);
+        stream_nap(s, backoff);
         rc = 0;
     }
     if (!stream_fatal(rc))
@@ -545,13 +414,10 @@ int wal_stream_run(repo_t *r, const struct wal_stream_opts *o, wv_err_t *err)
         snprintf(s->slot, sizeof s->slot, "%s", o->slot);
     else
         wal_stream_slot_name(repo_node(r), s->slot, sizeof s->slot);
-    int rc = stream_store_start(&s->store, r, s->stats, err);
-    if (rc == 0 && (rc = stream_store_start(&s->janitor, r, NULL, err)) != 0)
-        stream_store_stop(&s->store);
+    int rc = stream_lanes_start(s, err);
     if (rc == 0) {
         rc = run(s, err);
-        stream_store_stop(&s->janitor);
-        stream_store_stop(&s->store);
+        stream_lanes_stop(s);
     }
     drop_held(s);
     PQfinish(s->conn);

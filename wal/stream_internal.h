@@ -15,9 +15,9 @@
 /* ---- the segment being received (stream_seg.c) ----
  *
  * Bytes [0, received) of segment segno are in data; [0, durable) are in the repository,
- * whole or in fragments. received < durable happens at a start: the stream begins at the
- * segment's start to have every byte for the whole store, while the repository already
- * holds fragments of it. */
+ * whole or in fragments; [durable, submitted) are being stored. received < durable happens
+ * at a start: the stream begins at the segment's start to have every byte for the whole
+ * store, while the repository already holds fragments of it. */
 struct stream_seg {
     uint8_t *data;
     uint32_t seg_size;
@@ -25,6 +25,7 @@ struct stream_seg {
     uint64_t segno;
     uint32_t received;
     uint32_t durable;
+    uint32_t submitted; /* >= durable */
 };
 
 int stream_seg_init(struct stream_seg *s, uint32_t seg_size, wv_err_t *err);
@@ -36,6 +37,8 @@ wal_lsn_t stream_seg_next(const struct stream_seg *s);
 bool stream_seg_full(const struct stream_seg *s);
 /* Bytes not yet in the repository: [durable, received) when received > durable. */
 uint32_t stream_seg_pending(const struct stream_seg *s);
+/* Bytes no store has been handed yet: [submitted, received) when received > submitted. */
+uint32_t stream_seg_unsubmitted(const struct stream_seg *s);
 /* Takes the bytes of one XLogData message that start at lsn, up to the segment's end;
  * *taken says how many. Bytes anywhere but at stream_seg_next are a protocol error. */
 int stream_seg_put(struct stream_seg *s, wal_lsn_t lsn, const void *data, size_t len, size_t *taken,

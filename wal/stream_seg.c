@@ -32,6 +32,7 @@ void stream_seg_reset(struct stream_seg *s, uint32_t tli, uint64_t segno, uint32
     s->segno = segno;
     s->received = 0;
     s->durable = durable;
+    s->submitted = durable;
 }
 
 wal_lsn_t stream_seg_start(const struct stream_seg *s)
@@ -52,6 +53,11 @@ bool stream_seg_full(const struct stream_seg *s)
 uint32_t stream_seg_pending(const struct stream_seg *s)
 {
     return s->received > s->durable ? s->received - s->durable : 0;
+}
+
+uint32_t stream_seg_unsubmitted(const struct stream_seg *s)
+{
+    return s->received > s->submitted ? s->received - s->submitted : 0;
 }
 
 int stream_seg_put(struct stream_seg *s, wal_lsn_t lsn, const void *data, size_t len, size_t *taken,
