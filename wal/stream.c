@@ -224,6 +224,20 @@ static int wait_events(struct stream *s, wv_err_t *err)
     return 0;
 }
 
+/* A reload may have named or unnamed the stream since it connected. */
+static void follow_synchronous(struct stream *s)
+{
+    bool synchronous;
+    if (!stream_probe_answer(&s->probe, &s->probe_seen, &synchronous) ||
+        synchronous == s->id.synchronous)
+        return;
+    s->id.synchronous = synchronous;
+    atomic_store(&s->stats->synchronous, synchronous);
+    log_info("synchronous_standby_names %s %s: WAL is now stored %s",
+             synchronous ? "now names" : "no longer names", s->app,
+             synchronous ? "as it arrives" : "at each sync interval");
+}
+
 static int copy_loop(struct stream *s, wv_err_t *err)
 {
     int rc = 0;
@@ -233,6 +247,7 @@ static int copy_loop(struct stream *s, wv_err_t *err)
             rc = stream_lanes_collect(s, err);
         if (rc != 0)
             break;
+        follow_synchronous(s);
         schedule(s);
         stream_janitor_work(s);
         rc = report(s, err);
@@ -415,8 +430,11 @@ int wal_stream_run(repo_t *r, const struct wal_stream_opts *o, wv_err_t *err)
     else
         wal_stream_slot_name(repo_node(r), s->slot, sizeof s->slot);
     int rc = stream_lanes_start(s, err);
+    if (rc == 0 && (rc = stream_probe_start(&s->probe, o->conninfo, s->app, err)) != 0)
+        stream_lanes_stop(s);
     if (rc == 0) {
         rc = run(s, err);
+        stream_probe_stop(&s->probe);
         stream_lanes_stop(s);
     }
     drop_held(s);

@@ -108,6 +108,15 @@ static int show(PGconn *c, const char *setting, char *out, size_t len, wv_err_t 
     return 0;
 }
 
+int sconn_is_synchronous(PGconn *c, const char *app, bool *synchronous, wv_err_t *err)
+{
+    char text[1024];
+    int rc = show(c, "synchronous_standby_names", text, sizeof text, err);
+    if (rc == 0)
+        *synchronous = wal_stream_is_named(text, app);
+    return rc;
+}
+
 int sconn_identify(PGconn *c, const char *app, struct sconn_identity *id, wv_err_t *err)
 {
     PGresult *res;
@@ -130,9 +139,7 @@ int sconn_identify(PGconn *c, const char *app, struct sconn_identity *id, wv_err
     if (rc == 0)
         rc = parse_size(text, &id->seg_size, err);
     if (rc == 0)
-        rc = show(c, "synchronous_standby_names", text, sizeof text, err);
-    if (rc == 0)
-        id->synchronous = wal_stream_is_named(text, app);
+        rc = sconn_is_synchronous(c, app, &id->synchronous, err);
     return rc;
 }
 

@@ -107,6 +107,32 @@ struct sconn_identity {
 
 int sconn_open(const char *conninfo, const char *app, PGconn **out, wv_err_t *err);
 int sconn_identify(PGconn *c, const char *app, struct sconn_identity *id, wv_err_t *err);
+/* Whether the server's synchronous_standby_names names app (outside the copy stream). */
+int sconn_is_synchronous(PGconn *c, const char *app, bool *synchronous, wv_err_t *err);
+
+/* ---- synchronous_standby_names, followed while streaming (stream_probe.c) ----
+ *
+ * A reload can name or unname the stream at any time, and inside the copy stream no
+ * command can ask. A thread asks over a short replication connection of its own (the
+ * stream's own pg_hba entry lets it in) every STREAM_PROBE_INTERVAL_S. */
+#define STREAM_PROBE_INTERVAL_S 5
+
+struct stream_probe {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    const char *conninfo;
+    char app[128];
+    bool quit;
+    unsigned answers; /* how many times it found out; the loop adopts a new answer */
+    bool synchronous;
+};
+
+int stream_probe_start(struct stream_probe *p, const char *conninfo, const char *app,
+                       wv_err_t *err);
+void stream_probe_stop(struct stream_probe *p);
+/* true with *synchronous when an answer came since *seen (which it updates). */
+bool stream_probe_answer(struct stream_probe *p, unsigned *seen, bool *synchronous);
 /* Reads the slot, creating it (PHYSICAL RESERVE_WAL) when absent; *restart is 0 when the
  * server cannot say. */
 int sconn_slot(PGconn *c, const char *slot, wal_lsn_t *restart, uint32_t *restart_tli,

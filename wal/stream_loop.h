@@ -38,6 +38,8 @@ struct stream {
     struct stream_store lanes[STREAM_LANES];
     double lane_started[STREAM_LANES]; /* when each lane's running store was handed over */
     struct stream_store janitor;       /* deletes the fragments of segments stored whole */
+    struct stream_probe probe;         /* synchronous_standby_names while streaming */
+    unsigned probe_seen;
     struct stream_range {
         uint32_t tli;
         uint64_t segno;

@@ -6,11 +6,13 @@
 #   outage a commit waits in SyncRep and does not return while the agent's
 #   walvault_store_errors_total{kind="wal"} grows; once the store is back the commit returns
 #   by itself and later commits go through;
-#   asynchronous (the agent restarted with synchronous_standby_names = ''): during the
+#   asynchronous (synchronous_standby_names = '' by a reload, which the running agent
+#   follows: walvault_synchronous turns 0 without a restart): during the
 #   outage commits return at once, the agent receives their WAL but walvault_archived_lsn
 #   stays at or below the flush LSN of the outage's start and walvault_archive_lag_bytes
 #   covers at least every byte written since; once the store is back the agent catches up
 #   by itself (archived LSN reaches the flush LSN after the writes, the lag returns to 0);
+#   synchronous again by a reload (walvault_synchronous turns 1, commits go through);
 #   the agent never exits during either outage and exits 0 on SIGTERM;
 #   nothing lost: PostgreSQL stopped immediately, verify passes and a restore to latest holds
 #   exactly the acknowledged rows of both phases.
@@ -246,12 +248,13 @@ echo 11 >>"$ACKED"
 commit 12 20
 agent_alive "after the synchronous outage"
 
-wv_step "asynchronous: synchronous_standby_names = '', the agent restarted"
-agent_stop "the synchronous agent"
+wv_step "asynchronous: synchronous_standby_names = '' by a reload; the running agent follows"
 wv_pg_conf db "synchronous_standby_names = ''"
 wv_pg_reload db
-agent_start agent-async
 wait_sync_state async
+wait_metrics 30 "the agent notices it is no longer a synchronous standby" "SYNC == 0"
+grep -q "no longer names $WV_NODE" "$WV_TMP/agent-sync.log" ||
+  wv_fail "the agent did not log that synchronous_standby_names no longer names it"
 commit 21 30
 # A fresh segment: WAL written during the outage must fit in the one being received (the
 # agent stops reading at a full segment until it is stored).
@@ -287,8 +290,15 @@ commit 61 70
 flush=$(flush_lsn)
 wait_metrics 60 "the agent has archived up to the flush LSN $flush" "ARCHIVED >= flush"
 
+wv_step "synchronous again by a reload: the running agent follows"
+wv_pg_conf db "synchronous_standby_names = '$WV_NODE'"
+wv_pg_reload db
+wait_sync_state sync
+wait_metrics 30 "the agent notices it is a synchronous standby again" "SYNC == 1"
+commit 71 80
+
 wv_step "nothing lost: agent stopped, PostgreSQL crashed, verify, restore to latest"
-agent_stop "the asynchronous agent"
+agent_stop "the agent"
 wv_pg_stop db immediate
 wv_run verify >"$WV_TMP/verify.out" 2>&1 || {
   cat "$WV_TMP/verify.out" >&2
