@@ -17,6 +17,8 @@ import os
 import statistics
 import sys
 
+import report_stream
+
 MIB = 1024 * 1024
 MB = 1000 * 1000
 
@@ -598,7 +600,7 @@ def incremental_sections(runs, ideal, meta):
     return L
 
 
-def markdown(meta, runs, checks, ideal, args):
+def markdown(meta, runs, checks, ideal, args, stream):
     db = meta["db_bytes_without_wal"]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     failed = [r for r in runs if not r["ok"]]
@@ -637,7 +639,7 @@ def markdown(meta, runs, checks, ideal, args):
 
     L += ["## Targets", "", "| target | measured (medians) | verdict |", "|---|---|---|"]
     for text, measured, verdict in (targets(runs) + incremental_targets(runs, ideal)
-                                    + s3_targets(runs)):
+                                    + s3_targets(runs) + report_stream.targets(stream)):
         L += [f"| {text} | {measured} | {verdict} |"]
     L += [""]
 
@@ -648,6 +650,7 @@ def markdown(meta, runs, checks, ideal, args):
 
     L += incremental_sections(runs, ideal, meta)
     L += s3_section(runs, meta, checks)
+    L += report_stream.section(stream)
 
     L += ["## Raw limits of this machine", "",
           "The same database, read and written by the simplest tools: what a backup or a "
@@ -804,6 +807,7 @@ def main():
     args = parser.parse_args()
 
     meta, runs, checks, ideal = load(args.indir)
+    stream = report_stream.load(args.indir)
     results = {
         "generated_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "elapsed_s": args.elapsed,
@@ -817,9 +821,10 @@ def main():
         "loadavg_end": args.load_end,
         "ideal_incremental": [ideal[n] for n in sorted(ideal)],
         "runs": runs,
+        "stream": stream,
     }
     for path, text in ((args.json, json.dumps(results, indent=1) + "\n"),
-                       (args.markdown, markdown(meta, runs, checks, ideal, args))):
+                       (args.markdown, markdown(meta, runs, checks, ideal, args, stream))):
         with open(path + ".tmp", "w") as f:
             f.write(text)
         os.replace(path + ".tmp", path)

@@ -71,7 +71,8 @@ trap 'rm -rf "$work"' EXIT
 # and the unprivileged user may not be able to read a clone under /root.
 mkdir -p "$work/stage" "$work/out"
 cp "$WALVAULT_BIN" "$work/stage/walvault"
-cp "$bench/bench.sh" "$bench/measure.py" "$bench/pages.py" "$root/tests/integration/lib.sh" "$work/stage/"
+cp "$bench/bench.sh" "$bench/stream.sh" "$bench/streamstat.py" "$bench/measure.py" "$bench/pages.py" \
+  "$root/tests/integration/lib.sh" "$work/stage/"
 # The S3 part: s3rver and proxy.js where lib.sh looks for them (../s3 from lib.sh), and
 # bench/s3xfer built against the static libraries of the walvault being measured, with the
 # headers of the source tree that build came from. Without either, bench.sh skips the S3
@@ -111,6 +112,12 @@ WALVAULT_BIN=$work/stage/walvault WV_BENCH_OUT=$work/out WV_BENCH_SCALE=$scale \
   WV_BENCH_LIB=$work/stage/lib.sh \
   WV_BENCH_S3XFER=$s3xfer_bin WV_BENCH_S3_SKIP=$s3_skip \
   bash "$work/stage/bench.sh" || status=$?
+# The streaming benchmarks (bench/stream.sh: about 20 minutes with the 10-minute soak).
+stream_status=0
+WALVAULT_BIN=$work/stage/walvault WV_BENCH_OUT=$work/out WV_BENCH_LIB=$work/stage/lib.sh \
+  bash "$work/stage/stream.sh" || stream_status=$?
+((stream_status == 0)) || echo "bench/run.sh: WARNING: stream.sh exited with status $stream_status" >&2
+((status != 0)) || status=$stream_status
 elapsed=$((SECONDS - started))
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load average at the end: $load_end"
