@@ -100,6 +100,7 @@ static int loop_opts_of(const struct config *cfg, struct coord_loop_opts *o, wv_
 
 int cmd_coordinator(const struct config *cfg)
 {
+    commands_long_running();
     wv_err_t err = {0};
     struct coord_cluster c;
     struct coord_loop_opts o;

@@ -248,6 +248,7 @@ int cmd_agent(const struct config *cfg)
         return EXIT_FAILURE_;
     }
     agent_init(a);
+    commands_long_running();
     /* Blocked before any thread exists, so that every thread inherits the mask. */
     sigset_t set;
     agent_signals(&set);

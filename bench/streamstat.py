@@ -103,8 +103,15 @@ def rss(path):
     # The first minute is the start: connections, the first backup, buffers reaching size.
     start = [kib for t, kib in rows if t - rows[0][0] <= 60]
     end = [kib for t, kib in rows if rows[-1][0] - t <= 60]
+    # The largest sample of each minute, to see a trend (growth that levels off or not).
+    minutes = {}
+    for t, kib in rows:
+        minute = (t - rows[0][0]) // 60
+        minutes[minute] = max(minutes.get(minute, 0), kib)
+    series = ",".join(str(minutes[m]) for m in sorted(minutes))
     words(samples=len(rows), rss_start_kib=max(start), rss_end_kib=max(end),
-          rss_max_kib=max(kib for _, kib in rows), rss_first_kib=rows[0][1])
+          rss_max_kib=max(kib for _, kib in rows), rss_first_kib=rows[0][1],
+          rss_by_minute_kib=series)
 
 
 def main(argv):

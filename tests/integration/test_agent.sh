@@ -8,7 +8,9 @@
 #   retention runs after each backup (--retain-full in the config file);
 #   SIGHUP applies a changed config file (JSON log lines, the incremental schedule off);
 #   after kill -9 the lease holds until it expires, then a new agent takes over and commits
-#   go through again; SIGTERM exits 0 and gives the lease up;
+#   go through again; RPO 0: PostgreSQL crashed (stop -m immediate) right after the last
+#   commit returned, a restore to latest holds every acknowledged row (SIGKILLed agent and
+#   all); the agent reconnects once PostgreSQL is back; SIGTERM exits 0 and gives the lease up;
 #   --archive-mode command (started at once: the lease was given up): no stream; /readyz fails
 #   once a scheduled backup failed.
 set -euo pipefail
@@ -198,6 +200,16 @@ agent_start agent2
 wait_http /readyz 200 40
 wait_sync
 commit 31 40
+
+wv_step "RPO 0: PostgreSQL crashes right after a commit returned; a restore to latest holds every row"
+wv_pg_stop db immediate
+wv_run restore --to "$WV_TMP/rpo0" >/dev/null || wv_fail "restore to latest failed"
+wv_pg_start_restored "$WV_TMP/rpo0" rpo0 "archive_mode = off"
+wv_assert_eq "$(seq 1 40 | paste -sd,)" "$(wv_psql rpo0 "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")" \
+  "rows restored after the crash (1-40 were acknowledged)"
+wv_pg_stop rpo0 fast
+wv_pg_start db
+wait_sync
 
 wv_step "SIGTERM: exit 0, the lease given up"
 kill -TERM "$AGENT_PID"
