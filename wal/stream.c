@@ -187,6 +187,27 @@ static int report(struct stream *s, wv_err_t *err)
     return rc;
 }
 
+static double later(double a, double b)
+{
+    return a > b ? a : b;
+}
+
+/* When schedule() would hand over the next store; 0: no store to wait for (a running one
+ * wakes the loop when it ends). */
+static double next_store_due(struct stream *s, double now)
+{
+    if (stream_seg_full(&s->seg)) /* stored whole once every lane is idle */
+        return stream_lanes_idle(s) ? later(s->retry_at, now) : 0;
+    double lane_wait;
+    if (!stream_seg_unsubmitted(&s->seg) ||
+        (stream_lanes_free(s, &lane_wait) < 0 && lane_wait <= 0))
+        return 0;
+    double due = now + lane_wait;
+    if (!s->id.synchronous)
+        due = later(due, s->pending_since + s->interval);
+    return later(due, s->retry_at);
+}
+
 /* While a store runs its end wakes the loop; otherwise the next fragment, retry or status
  * update is due at a known time. */
 static int poll_timeout_ms(struct stream *s)
@@ -194,13 +215,9 @@ static int poll_timeout_ms(struct stream *s)
     double now = time_monotonic(), wait = POLL_MAX_MS / 1000.0;
     double status_due = s->last_status + STATUS_INTERVAL_S - now;
     wait = status_due < wait ? status_due : wait;
-    double lane_wait;
-    if (stream_seg_unsubmitted(&s->seg) &&
-        (stream_lanes_free(s, &lane_wait) >= 0 || lane_wait > 0)) {
-        double due = s->id.synchronous ? now + lane_wait : s->pending_since + s->interval;
-        due = (due > s->retry_at ? due : s->retry_at) - now;
-        wait = due < wait ? due : wait;
-    }
+    double store_due = next_store_due(s, now);
+    if (store_due > 0 && store_due - now < wait)
+        wait = store_due - now;
     return wait <= 0 ? 0 : (int)(wait * 1000) + 1;
 }
 

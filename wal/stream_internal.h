@@ -114,7 +114,8 @@ int sconn_is_synchronous(PGconn *c, const char *app, bool *synchronous, wv_err_t
  *
  * A reload can name or unname the stream at any time, and inside the copy stream no
  * command can ask. A thread asks over a short replication connection of its own (the
- * stream's own pg_hba entry lets it in) every STREAM_PROBE_INTERVAL_S. */
+ * stream's own pg_hba entry lets it in, and it takes a walsender slot for that moment)
+ * every STREAM_PROBE_INTERVAL_S. */
 #define STREAM_PROBE_INTERVAL_S 5
 
 struct stream_probe {
@@ -124,6 +125,7 @@ struct stream_probe {
     const char *conninfo;
     char app[128];
     bool quit;
+    unsigned session; /* sessions started: an answer asked for before one is stale */
     unsigned answers; /* how many times it found out; the loop adopts a new answer */
     bool synchronous;
 };
@@ -131,6 +133,8 @@ struct stream_probe {
 int stream_probe_start(struct stream_probe *p, const char *conninfo, const char *app,
                        wv_err_t *err);
 void stream_probe_stop(struct stream_probe *p);
+/* A session asked the server itself: answers asked for before now are dropped. */
+void stream_probe_new_session(struct stream_probe *p);
 /* true with *synchronous when an answer came since *seen (which it updates). */
 bool stream_probe_answer(struct stream_probe *p, unsigned *seen, bool *synchronous);
 /* Reads the slot, creating it (PHYSICAL RESERVE_WAL) when absent; *restart is 0 when the

@@ -130,9 +130,13 @@ static void stored(struct stream *s, const struct store_job *j)
     bool current = j->tli == g->tli && j->segno == g->segno;
     s->store_backoff = 0;
     if (j->kind == STORE_FRAGMENT && current) {
-        if (s->nahead < STREAM_AHEAD_MAX)
+        if (s->nahead < STREAM_AHEAD_MAX) {
             s->ahead[s->nahead++] = (struct stream_range){
                 .tli = j->tli, .segno = j->segno, .start = j->start, .end = j->end};
+        } else { /* too many past a gap: store them again rather than lose track */
+            s->nahead = 0;
+            g->submitted = g->durable;
+        }
         advance_durable(s);
     } else if (j->kind == STORE_SEGMENT && current) {
         stream_note_durable(s, stream_seg_start(g) + g->seg_size);
@@ -200,7 +204,10 @@ int stream_lanes_collect(struct stream *s, wv_err_t *err)
 
 int stream_lanes_settle(struct stream *s, wv_err_t *err)
 {
-    return take_outcomes(s, true, err);
+    int rc = take_outcomes(s, true, err);
+    if (s->seg.submitted > s->seg.durable) /* past a gap: nothing stores those bytes now */
+        s->seg.submitted = s->seg.durable;
+    return rc;
 }
 
 int stream_store_now(struct stream *s, const struct store_job *job, wv_err_t *err)

@@ -16,8 +16,8 @@
  * grows over bytes stored without a gap. */
 #define STREAM_LANES 4
 #define STREAM_LANE_PATIENCE_S 0.002
-/* Fragments stored beyond one still being stored (or failed); more are forgotten, which only
- * delays what is reported durable until a store covers them again. */
+/* Fragments stored beyond one still being stored (or failed); when more arrive, all are
+ * forgotten and the next fragment starts again at the durable end, covering them again. */
 #define STREAM_AHEAD_MAX 32
 
 struct stream {
@@ -82,13 +82,15 @@ void stream_lanes_stop(struct stream *s);
 /* Takes in every finished store without waiting; an error only when one failed for good
  * (the others are retried after a backoff). */
 int stream_lanes_collect(struct stream *s, wv_err_t *err);
-/* Waits for every running store and takes in their outcomes. */
+/* Waits for every running store and takes in their outcomes; then nothing is in flight, so
+ * the next fragment starts at the durable end. */
 int stream_lanes_settle(struct stream *s, wv_err_t *err);
 bool stream_lanes_idle(struct stream *s);
 /* Deleting a segment's fragments, once the janitor is free (at most STREAM_CLEANUP_MAX
  * queued; more are left for the next start). */
 void stream_queue_cleanup(struct stream *s, uint32_t tli, uint64_t segno);
-/* A lane free for a fragment, or -1; *wait_s says how long until one may be (0: now). */
+/* A lane free for a fragment, or -1: every lane busy (*wait_s 0), or a free one may take
+ * the next fragment in *wait_s seconds (the running stores' patience). */
 int stream_lanes_free(struct stream *s, double *wait_s);
 void stream_lanes_submit(struct stream *s, int lane, const struct store_job *job);
 /* Stores one job now, after every running store, retrying with backoff until it succeeds,

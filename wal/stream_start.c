@@ -256,6 +256,7 @@ int stream_session_start(struct stream *s, wv_err_t *err)
         return rc;
     s->positioned = true;
     bool older_answer;
+    stream_probe_new_session(&s->probe);
     stream_probe_answer(&s->probe, &s->probe_seen, &older_answer); /* this one is newer */
     atomic_store(&s->stats->synchronous, s->id.synchronous);
     atomic_store(&s->stats->timeline, s->seg.tli);
