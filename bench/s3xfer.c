@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/fsutil.h"
 #include "storage/storage.h"
 
 #define CHUNK (1024 * 1024)
@@ -35,26 +36,10 @@ static void usage(void)
     exit(2);
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int to_stdout(void *ctx, const void *data, size_t len, wv_err_t *err)
 {
     (void)ctx;
-    if (write_all(STDOUT_FILENO, data, len) != 0)
+    if (fs_write_all(STDOUT_FILENO, data, len) != 0)
         return wv_err_errno(err, WV_EFAIL, "write to standard output");
     return 0;
 }
