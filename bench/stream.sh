@@ -56,14 +56,8 @@ standby_names() { # NAME: the synchronous standby PostgreSQL waits for ('' for n
   wv_pg_reload db
 }
 
-# wait_standby STATE: until a walsender for $app streams in sync_state STATE.
-wait_standby() {
-  local deadline=$((SECONDS + 60))
-  until [[ $(wv_psql db "SELECT sync_state FROM pg_stat_replication
-                         WHERE application_name = '$app' AND state = 'streaming'") == "$1" ]]; do
-    ((SECONDS < deadline)) || wv_fail "no $1 standby '$app' streaming after 60 s"
-    sleep 0.1
-  done
+wait_standby() { # STATE: until the standby ($STANDBY_PID) streams as $app in sync_state STATE
+  wv_pg_standby_wait db "$app" "$1" "$STANDBY_PID" 60
 }
 
 STANDBY_PID=""

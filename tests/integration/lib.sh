@@ -429,6 +429,22 @@ wv_psql() {
     -v ON_ERROR_STOP=1 "$@" -c "$sql" </dev/null
 }
 
+# wv_pg_standby_wait NAME APP STATE PID [SECONDS]: until NAME streams to a walsender whose
+# application_name is APP, in sync_state STATE (sync, async, ...; "any": any state); fails
+# at once when PID (the process streaming) has exited, and after SECONDS (default 30).
+wv_pg_standby_wait() {
+  wv__pg_known "$1"
+  local name=$1 app=$2 want=$3 pid=$4 deadline=$((SECONDS + ${5:-30})) got
+  while :; do
+    got=$(wv_psql "$name" "SELECT sync_state FROM pg_stat_replication
+                           WHERE application_name = '$app' AND state = 'streaming'" 2>/dev/null || true)
+    [[ $got == "$want" || ($want == any && -n $got) ]] && return 0
+    wv__gone "$pid" && wv_fail "the process streaming as $app (pid $pid) exited before streaming from $name"
+    ((SECONDS < deadline)) || wv_fail "$name does not stream to $app ($want) after ${5:-30} s"
+    sleep 0.1
+  done
+}
+
 # wv_pg_conninfo NAME: libpq connection string for NAME.
 wv_pg_conninfo() {
   wv__pg_known "$1"

@@ -73,13 +73,7 @@ wait_http() { # PATH STATUS SECONDS
 }
 
 wait_sync() { # until PostgreSQL streams to the agent as its synchronous standby
-  local deadline=$((SECONDS + 30))
-  until [[ $(wv_psql db "SELECT sync_state FROM pg_stat_replication
-                         WHERE application_name = '$WV_NODE' AND state = 'streaming'") == sync ]]; do
-    wv__gone "$AGENT_PID" && wv_fail "the agent exited before streaming"
-    ((SECONDS < deadline)) || wv_fail "the agent is not PostgreSQL's synchronous standby after 30 s"
-    sleep 0.2
-  done
+  wv_pg_standby_wait db "$WV_NODE" sync "$AGENT_PID"
 }
 
 commit() { # FIRST LAST: one commit per row; each must return (the archive has its WAL)

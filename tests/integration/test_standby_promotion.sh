@@ -145,12 +145,8 @@ wait_metric walvault_streaming eq 1 "the agent streaming from the standby"
 wv_assert_eq 1 "$(metric walvault_timeline)" "timeline the agent streams before the promotion"
 wv_assert_eq "walvault_$WV_NODE|t" \
   "$(wv_psql standby "SELECT slot_name, active FROM pg_replication_slots")" "the agent's slot on the standby"
-deadline=$((SECONDS + 30)) # cascading replication: the standby's walsender serves the agent
-until [[ $(wv_psql standby "SELECT count(*) FROM pg_stat_replication
-                            WHERE application_name = '$WV_NODE' AND state = 'streaming'") == 1 ]]; do
-  ((SECONDS < deadline)) || wv_fail "the agent is not in the standby's pg_stat_replication as streaming"
-  sleep 0.1
-done
+# cascading replication: the standby's walsender serves the agent
+wv_pg_standby_wait standby "$WV_NODE" any "$AGENT_PID"
 
 wv_step "rows committed on the primary reach the standby and the archive"
 insert primary 101 200

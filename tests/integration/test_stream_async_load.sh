@@ -95,13 +95,7 @@ mapfile -t common < <(wv__repo_args)
 wv_bg agent "$WALVAULT_BIN" "${common[@]}" --pg "$(wv_pg_conninfo db)" --listen "127.0.0.1:$(wv_free_port)" \
   --full-every off --incremental-every off --sync-interval 1s --lease-seconds 5 agent
 AGENT_PID=$WV_LAST_PID
-deadline=$((SECONDS + 30))
-until [[ $(wv_psql db "SELECT sync_state FROM pg_stat_replication
-                       WHERE application_name = '$WV_NODE' AND state = 'streaming'") == async ]]; do
-  wv__gone "$AGENT_PID" && wv_fail "the agent exited before streaming"
-  ((SECONDS < deadline)) || wv_fail "the agent is not streaming (async) after 30 s"
-  sleep 0.2
-done
+wv_pg_standby_wait db "$WV_NODE" async "$AGENT_PID"
 
 wv_step "full backup while the agent streams"
 backup=$(wv_run backup --full --pg "$(wv_pg_conninfo db)" --pgdata "${WV_PGDATA[db]}") ||

@@ -177,13 +177,7 @@ commit() { # FIRST LAST: one commit per row; each must return, and is then ackno
 }
 
 wait_sync_state() { # STATE: until PostgreSQL streams to the agent in sync_state STATE
-  local deadline=$((SECONDS + 30))
-  until [[ $(wv_psql db "SELECT sync_state FROM pg_stat_replication
-                         WHERE application_name = '$WV_NODE' AND state = 'streaming'") == "$1" ]]; do
-    agent_alive "before streaming"
-    ((SECONDS < deadline)) || wv_fail "the agent is not streaming ($1) after 30 s"
-    sleep 0.2
-  done
+  wv_pg_standby_wait db "$WV_NODE" "$1" "$AGENT_PID"
 }
 
 wv_pg_init db

@@ -29,18 +29,8 @@ stream_start() {
   STREAM_PID=$WV_LAST_PID
 }
 
-# stream_wait SERVER STATE: until SERVER's walsender for us is in sync_state STATE (any
-# state when STATE is "any").
-stream_wait() {
-  local name=$1 want=$2 deadline=$((SECONDS + 30)) got
-  while :; do
-    got=$(wv_psql "$name" "SELECT sync_state FROM pg_stat_replication
-                           WHERE application_name = '$APP' AND state = 'streaming'" 2>/dev/null || true)
-    [[ $got == "$want" || ($want == any && -n $got) ]] && return 0
-    wv__gone "$STREAM_PID" && wv_fail "wal-stream exited (see stream-$name.log)"
-    ((SECONDS < deadline)) || wv_fail "wal-stream not streaming ($want) from $name within 30 s"
-    sleep 0.1
-  done
+stream_wait() { # SERVER STATE: until SERVER streams to us in sync_state STATE (or "any")
+  wv_pg_standby_wait "$1" "$APP" "$2" "$STREAM_PID"
 }
 
 # archived_end TLI: the end of the WAL archived on timeline TLI, in bytes (0: none).
