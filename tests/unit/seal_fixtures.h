@@ -15,6 +15,9 @@
 #define NAME "nodes/x/backups/y"
 #define OTHER_NAME "nodes/x/backups/z"
 
+/* cmocka group setup of every seal test program: libsodium initialised. */
+int seal_group_setup(void **state);
+
 /* A key ring with one key per character of `seeds`, each key that byte repeated; the first is
  * current. */
 seal_keyring_t *ring_of(const char *seeds);

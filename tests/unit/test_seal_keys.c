@@ -241,16 +241,11 @@ static void test_block_hash(void **state)
 
 int main(void)
 {
-    wv_err_t err;
-    if (seal_init(&err) != 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_key_rotation),
         cmocka_unit_test(test_keygen),
         cmocka_unit_test(test_keyring_load),
         cmocka_unit_test(test_block_hash),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, seal_group_setup, NULL);
 }

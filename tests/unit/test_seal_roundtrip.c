@@ -226,11 +226,6 @@ static void test_writer_errors_are_sticky(void **state)
 
 int main(void)
 {
-    wv_err_t err;
-    if (seal_init(&err) != 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_empty),
         cmocka_unit_test(test_round_trip_one_byte),
@@ -241,5 +236,5 @@ int main(void)
         cmocka_unit_test(test_seal_frame_rejects_oversized_plaintext),
         cmocka_unit_test(test_writer_errors_are_sticky),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, seal_group_setup, NULL);
 }

@@ -415,11 +415,6 @@ static void test_impossible_frame_headers(void **state)
 
 int main(void)
 {
-    wv_err_t err;
-    if (seal_init(&err) != 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_untampered_object_opens),
         cmocka_unit_test(test_tamper_object_header),
@@ -439,5 +434,5 @@ int main(void)
         cmocka_unit_test(test_authenticated_bad_lz4),
         cmocka_unit_test(test_impossible_frame_headers),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, seal_group_setup, NULL);
 }
